@@ -1,0 +1,86 @@
+//! Operations endpoints: liveness, readiness and metrics.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use idyntra_types::Problem;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::problem_response;
+use crate::telemetry::PoolLabels;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The process is up and answering.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready to serve: the database answers, and Redis when it is configured.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "Not ready; `detail` names what failed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(State(app): State<AppState>) -> Response {
+    let database = tokio::time::timeout(app.config.database.ping_timeout, app.store.ping())
+        .await
+        .is_ok_and(|result| result.is_ok());
+    let redis = match &app.redis {
+        None => None,
+        Some(redis) => {
+            let up = redis.ping().await.is_ok();
+            app.metrics.redis_up.set(i64::from(up));
+            Some(up)
+        }
+    };
+    let mut failed = Vec::new();
+    if !database {
+        failed.push("database");
+    }
+    if redis == Some(false) {
+        failed.push("redis");
+    }
+    if failed.is_empty() {
+        let mut checks = json!({ "database": "ok" });
+        if redis.is_some() {
+            checks["redis"] = json!("ok");
+        }
+        return Json(json!({ "status": "ready", "checks": checks })).into_response();
+    }
+    tracing::warn!(failed = failed.join(","), "not ready");
+    problem_response(
+        Problem::new(503, "not_ready", "Not ready")
+            .with_detail(format!("unavailable: {}", failed.join(", "))),
+    )
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let pool = app.store.pool_state();
+    let gauges = &app.metrics.db_connections;
+    gauges
+        .get_or_create(&PoolLabels { state: "idle" })
+        .set(i64::from(pool.idle));
+    gauges
+        .get_or_create(&PoolLabels { state: "in_use" })
+        .set(i64::from(pool.size.saturating_sub(pool.idle)));
+    let mut response = app.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,131 @@
+//! The HTTP API: routes and the layers every request passes.
+
+mod extract;
+mod health;
+pub mod sessions;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::{auth, idempotency, perimeter, request_id, telemetry};
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Idyntra API",
+        description = "Identity verification: sessions, liveness and face match, signed decisions.",
+    ),
+    paths(
+        sessions::create,
+        sessions::retrieve,
+        sessions::list,
+        sessions::cancel,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+    ),
+    components(schemas(
+        idyntra_types::Session,
+        idyntra_types::SessionStatus,
+        idyntra_types::SessionOptions,
+        idyntra_types::LivenessMode,
+        idyntra_types::CreateSessionRequest,
+        idyntra_types::Problem,
+        idyntra_types::FieldError,
+    )),
+    modifiers(&SecretKeyAuth),
+    tags(
+        (name = "sessions", description = "Verification sessions (secret API key)"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct SecretKeyAuth;
+
+impl Modify for SecretKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("idk_…")
+                    .description(Some("Secret API key, from `idyntra keys create`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// A reference page rendered in the browser from `/openapi.json`.
+async fn docs_page() -> Response {
+    let mut response = Html(include_str!("docs.html")).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src https://cdn.jsdelivr.net; \
+             style-src 'unsafe-inline' https://fonts.googleapis.com; \
+             font-src https://fonts.gstatic.com; img-src data: https:; \
+             connect-src 'self'; worker-src blob:; frame-ancestors 'none'",
+        ),
+    );
+    response
+}
+
+async fn no_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// The whole application router, without a socket (tests call it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    let config = &state.config;
+    let v1 = sessions::router()
+        // Added last runs first: authenticate, then the idempotency check sees the account.
+        .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
+    let mut router = Router::new()
+        .merge(v1)
+        .merge(health::router())
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs_page))
+        .fallback(no_route)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            config.http.max_body_bytes,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.http.request_timeout,
+        ))
+        .layer(from_fn_with_state(state.clone(), perimeter::limit_by_ip))
+        .layer(from_fn(perimeter::problem_errors))
+        .layer(from_fn_with_state(state.clone(), perimeter::check_host))
+        .layer(perimeter::cors(&config.http));
+    for (name, value) in perimeter::security_headers() {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    router
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            telemetry::observe,
+        ))
+        .layer(from_fn(request_id::middleware))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! Secret-key authentication of the server-to-server API, and the per-key rate limit.
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::api_keys;
+use crate::app::{App, AppState};
+use crate::clock;
+use crate::config::Profile;
+use crate::error::ApiError;
+use crate::rate_limit::{self, LimitScope};
+use crate::store::AuditEvent;
+
+/// The authenticated caller: an API key of one account.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub account_id: String,
+    pub api_key_id: String,
+    scopes: Vec<String>,
+}
+
+impl Principal {
+    /// `403` unless the key carries `scope`.
+    pub fn require(&self, scope: &'static str) -> Result<(), ApiError> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(scope))
+        }
+    }
+
+    /// The audit actor for changes made with this key.
+    pub fn audit(&self, action: &str, target: &str, details: serde_json::Value) -> AuditEvent {
+        AuditEvent {
+            at: clock::now_ms(),
+            actor: format!("api_key:{}", self.api_key_id),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            request_id: crate::request_id::current(),
+            details,
+        }
+    }
+}
+
+/// Handlers take the principal the middleware put in the request.
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized {
+                detail: "send the secret API key as `Authorization: Bearer <key>`",
+            })
+    }
+}
+
+impl App {
+    /// Finds the key presented in `Authorization: Bearer …`.
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, ApiError> {
+        let missing = ApiError::Unauthorized {
+            detail: "send the secret API key as `Authorization: Bearer <key>`",
+        };
+        let invalid = ApiError::Unauthorized {
+            detail: "the API key is invalid, expired or revoked",
+        };
+        let presented = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(missing)?;
+        let Some(prefix) = api_keys::prefix_of(presented) else {
+            tracing::debug!("rejected a malformed API key");
+            return Err(invalid);
+        };
+        let now = clock::now_ms();
+        let candidates = self.store.api_keys_by_prefix(prefix).await?;
+        let Some(key) = candidates
+            .into_iter()
+            .find(|key| self.key_hasher.matches(presented, &key.secret_hash))
+        else {
+            tracing::debug!(prefix, "rejected an unknown API key");
+            return Err(invalid);
+        };
+        if !key.is_active(now) {
+            tracing::debug!(api_key_id = %key.api_key_id, "rejected an expired or revoked API key");
+            return Err(invalid);
+        }
+        if key.is_dev && self.config.profile != Profile::Dev {
+            tracing::debug!(api_key_id = %key.api_key_id, "rejected the dev API key outside dev");
+            return Err(invalid);
+        }
+        self.touch_key(&key.api_key_id).await;
+        Ok(Principal {
+            account_id: key.account_id,
+            api_key_id: key.api_key_id,
+            scopes: key.scopes.split(' ').map(str::to_owned).collect(),
+        })
+    }
+}
+
+/// Middleware of the `/v1` routes: authenticates, applies the key's rate limit, and hands the
+/// [`Principal`] to the handlers.
+pub async fn require_api_key(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let authorization = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    let principal = match app.authenticate(authorization).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    tracing::Span::current().record("account_id", principal.account_id.as_str());
+    let decision = if app.config.rate_limit.enabled {
+        Some(
+            app.limiter
+                .check(
+                    LimitScope::Key,
+                    &principal.api_key_id,
+                    app.config.rate_limit.per_key,
+                )
+                .await,
+        )
+    } else {
+        None
+    };
+    let mut response = match decision {
+        Some(decision) if !decision.allowed => ApiError::RateLimited {
+            retry_after: decision.retry_after,
+        }
+        .into_response(),
+        _ => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+    };
+    if let Some(decision) = decision {
+        rate_limit::add_headers(&decision, response.headers_mut());
+    }
+    response
+}

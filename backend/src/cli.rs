@@ -1,0 +1,430 @@
+//! The command line: `serve`, `migrate`, `keys …`, `audit verify`.
+//!
+//! Every command reads the same configuration as the server, so it talks to the same database.
+//! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::api_keys;
+use crate::app::App;
+use crate::clock;
+use crate::config::{Config, LogConfig, LogFormat};
+use crate::ids;
+use crate::store::{Account, ApiKeyRecord, AuditEvent, GENESIS_HASH, audit_verify_page};
+use crate::telemetry;
+
+#[derive(Debug, Parser)]
+#[command(name = "idyntra", version, about = "Identity verification service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve {
+        /// Address to listen on (default from configuration: 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply the configured database's migrations.
+    Migrate,
+    /// Manage secret API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key (and the account, if it does not exist); prints the secret once.
+    Create {
+        /// Account name or id.
+        #[arg(long)]
+        account: String,
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated scopes (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Lifetime, e.g. `90d`; without it the key does not expire.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this account's keys (name or id).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
+    /// Replace a key: prints a new secret; the old key keeps working for the grace period.
+    Rotate {
+        id: String,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        grace: Duration,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Seal pending rows, then check the whole hash chain; names the first broken row.
+    Verify,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load()?;
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
+            telemetry::init_logging(&config.log);
+            serve(config).await?;
+        }
+        command => {
+            // Commands print their results on stdout; only warnings go to the log.
+            telemetry::init_logging(&LogConfig {
+                format: LogFormat::Pretty,
+                level: "warn".to_owned(),
+            });
+            let app = App::open(config).await?;
+            return match command {
+                Command::Migrate => {
+                    println!("migrations applied ({})", app.store.kind());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Command::Keys(keys) => run_keys(&app, keys).await,
+                Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
+                Command::Serve { .. } => unreachable!("handled above"),
+            };
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::open(config).await?;
+    app.check_no_dev_key().await?;
+    if let Some(key) = app.create_dev_account().await? {
+        println!("Created the dev account and its API key. It is shown only this once:");
+        println!("  {}", key.expose());
+        println!("It works in the dev profile only. Try:");
+        println!(
+            "  curl -X POST http://{}/v1/sessions -H 'Authorization: Bearer {}'",
+            app.config.listen,
+            key.expose()
+        );
+    }
+    if app.config.redis_url.is_none() {
+        tracing::info!("no redis_url: rate limits and replay protection are per instance");
+    }
+    let listener = TcpListener::bind(app.config.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", app.config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(
+        address = %address,
+        profile = %app.config.profile,
+        database = app.store.kind(),
+        "listening"
+    );
+    println!("idyntra listening on http://{address}");
+    crate::serve(app.into_state(), listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn cli_audit(action: &str, target: &str, details: serde_json::Value) -> AuditEvent {
+    AuditEvent {
+        at: clock::now_ms(),
+        actor: "cli".to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        request_id: None,
+        details,
+    }
+}
+
+async fn find_or_create_account(app: &App, name_or_id: &str) -> anyhow::Result<Account> {
+    if let Some(account) = app.store.find_account(name_or_id).await? {
+        return Ok(account);
+    }
+    if name_or_id.is_empty() || name_or_id.len() > 100 || name_or_id.starts_with("acct_") {
+        bail!(
+            "--account: no account {name_or_id:?}; a new account needs a name of 1 to 100 characters not starting with acct_"
+        );
+    }
+    let account = Account {
+        account_id: ids::new_id("acct"),
+        name: name_or_id.to_owned(),
+        created_at: clock::now_ms(),
+    };
+    app.store
+        .insert_account(
+            &account,
+            &cli_audit("account.created", &account.account_id, json!({})),
+        )
+        .await?;
+    Ok(account)
+}
+
+fn key_json(key: &ApiKeyRecord, secret: Option<&str>) -> serde_json::Value {
+    let mut value = json!({
+        "id": key.api_key_id,
+        "account_id": key.account_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "scopes": key.scopes.split(' ').collect::<Vec<_>>(),
+        "created": clock::to_secs(key.created_at),
+        "expires_at": key.expires_at.map(clock::to_secs),
+        "revoked_at": key.revoked_at.map(clock::to_secs),
+        "last_used_at": key.last_used_at.map(clock::to_secs),
+        "rotated_to": key.rotated_to,
+        "active": key.is_active(clock::now_ms()),
+    });
+    if let Some(secret) = secret {
+        value["secret"] = json!(secret);
+    }
+    value
+}
+
+fn show_time(ms: Option<i64>) -> String {
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .map(|ms| {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn print_new_key(key: &ApiKeyRecord, secret: &str, json: bool) {
+    if json {
+        println!("{}", key_json(key, Some(secret)));
+        return;
+    }
+    println!(
+        "key {} for account {} ({})",
+        key.api_key_id, key.account_id, key.name
+    );
+    println!("scopes: {}", key.scopes);
+    println!("expires: {}", show_time(key.expires_at));
+    println!("Store this secret now; it is not shown again:");
+    println!("{secret}");
+}
+
+async fn run_keys(app: &App, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let now = clock::now_ms();
+    match command {
+        KeysCommand::Create {
+            account,
+            name,
+            scopes,
+            expires_in,
+            json,
+        } => {
+            if name.trim().is_empty() || name.len() > 100 {
+                bail!("--name: must be 1 to 100 characters");
+            }
+            let scopes = api_keys::parse_scopes(&scopes)
+                .map_err(|message| anyhow::anyhow!("--scopes: {message}"))?;
+            let account = find_or_create_account(app, &account).await?;
+            let expires_at = expires_in.map(|lifetime| now.saturating_add(clock::ms(lifetime)));
+            let (record, plain) = api_keys::mint(
+                &app.key_hasher,
+                &account.account_id,
+                &name,
+                scopes,
+                expires_at,
+                false,
+                now,
+            );
+            let audit = cli_audit(
+                "api_key.created",
+                &record.api_key_id,
+                json!({ "account_id": account.account_id, "scopes": record.scopes }),
+            );
+            app.store.insert_api_key(&record, &audit).await?;
+            print_new_key(&record, plain.expose(), json);
+        }
+        KeysCommand::List { account, json } => {
+            let account_id = match account {
+                Some(account) => Some(
+                    app.store
+                        .find_account(&account)
+                        .await?
+                        .with_context(|| format!("--account: no account {account:?}"))?
+                        .account_id,
+                ),
+                None => None,
+            };
+            let keys = app.store.list_api_keys(account_id.as_deref()).await?;
+            if json {
+                let list: Vec<_> = keys.iter().map(|key| key_json(key, None)).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!("id\taccount\tname\tprefix\tscopes\tstatus\texpires\tlast used");
+                for key in keys {
+                    let status = if key.revoked_at.is_some() {
+                        "revoked"
+                    } else if key.is_active(now) {
+                        "active"
+                    } else {
+                        "expired"
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}…\t{}\t{}\t{}\t{}",
+                        key.api_key_id,
+                        key.account_id,
+                        key.name,
+                        key.prefix,
+                        key.scopes,
+                        status,
+                        show_time(key.expires_at),
+                        show_time(key.last_used_at)
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            let audit = cli_audit("api_key.revoked", &id, json!({}));
+            if !app.store.revoke_api_key(&id, now, &audit).await? {
+                match app.store.get_api_key(&id).await? {
+                    Some(_) => bail!("key {id} is already revoked"),
+                    None => bail!("no key {id}"),
+                }
+            }
+            println!("revoked {id}");
+        }
+        KeysCommand::Rotate { id, grace, json } => {
+            let old = app
+                .store
+                .get_api_key(&id)
+                .await?
+                .with_context(|| format!("no key {id}"))?;
+            if !old.is_active(now) {
+                bail!("key {id} is revoked or expired; create a new key instead");
+            }
+            let (record, plain) = api_keys::mint(
+                &app.key_hasher,
+                &old.account_id,
+                &old.name,
+                old.scopes.clone(),
+                old.expires_at
+                    .map(|at| now.saturating_add((at - old.created_at).max(0))),
+                old.is_dev,
+                now,
+            );
+            let old_expires_at = now.saturating_add(clock::ms(grace));
+            let audit = cli_audit(
+                "api_key.rotated",
+                &id,
+                json!({ "new_key": record.api_key_id, "grace_seconds": grace.as_secs() }),
+            );
+            app.store
+                .rotate_api_key(&id, &record, old_expires_at, &audit)
+                .await?;
+            if !json {
+                println!(
+                    "{id} keeps working until {}",
+                    show_time(Some(old_expires_at))
+                );
+            }
+            print_new_key(&record, plain.expose(), json);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify_audit(app: &App) -> anyhow::Result<ExitCode> {
+    while app.store.seal_audit(10_000).await? > 0 {}
+    let (head_seq, head_hash) = app.store.audit_head().await?;
+    let (mut seq, mut hash) = (0, GENESIS_HASH.to_owned());
+    loop {
+        let page = app.store.audit_entries(seq, 1000).await?;
+        if page.is_empty() {
+            break;
+        }
+        match audit_verify_page(&page, seq, hash) {
+            Ok((next_seq, next_hash)) => (seq, hash) = (next_seq, next_hash),
+            Err(broken) => {
+                let row = broken
+                    .audit_log_id
+                    .map_or_else(|| "missing row".to_owned(), |id| format!("row {id}"));
+                eprintln!(
+                    "error: audit log broken at chain position {} ({row}): {}",
+                    broken.chain_seq, broken.reason
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    if (seq, hash.as_str()) != (head_seq, head_hash.as_str()) {
+        eprintln!(
+            "error: audit log broken at chain position {}: rows after it are missing (the head records {head_seq})",
+            seq + 1
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("audit log intact: {seq} rows");
+    Ok(ExitCode::SUCCESS)
+}

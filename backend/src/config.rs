@@ -1,0 +1,618 @@
+//! Typed configuration, layered: defaults → `idyntra.toml` → `IDYNTRA_*` environment → `*_FILE` secrets.
+//!
+//! Parsed once at start-up and validated against the profile; every refusal names the setting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use figment::value::Value;
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+
+/// Environment variable prefix of every setting.
+pub const ENV_PREFIX: &str = "IDYNTRA_";
+/// Environment variable naming the TOML file (default `idyntra.toml` in the working directory).
+pub const CONFIG_FILE_ENV: &str = "IDYNTRA_CONFIG";
+
+/// Deployment profile; stricter rules apply outside `dev`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Dev,
+    Staging,
+    Prod,
+}
+
+impl fmt::Display for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Profile::Dev => "dev",
+            Profile::Staging => "staging",
+            Profile::Prod => "prod",
+        })
+    }
+}
+
+/// A secret value: never shown by `Debug` or `Display`, so it cannot leak into logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub profile: Profile,
+    /// Address the API listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded database and of generated dev secrets.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; unset means SQLite in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// Allow SQLite in the `prod` profile (single-node deployments that accept its limits).
+    pub allow_sqlite_in_prod: bool,
+    /// `redis://…`; unset means in-process rate limits (per instance).
+    pub redis_url: Option<Secret>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_key_prefix: String,
+    /// Name of this backend in the tokens it issues (`iss`).
+    pub issuer: String,
+    pub database: DatabaseConfig,
+    pub http: HttpConfig,
+    pub rate_limit: RateLimitConfig,
+    pub api_keys: ApiKeysConfig,
+    pub signing: SigningConfig,
+    pub sessions: SessionsConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            profile: Profile::Dev,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            database_url: None,
+            allow_sqlite_in_prod: false,
+            redis_url: None,
+            redis_key_prefix: "idyntra:".to_owned(),
+            issuer: "idyntra".to_owned(),
+            database: DatabaseConfig::default(),
+            http: HttpConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            api_keys: ApiKeysConfig::default(),
+            signing: SigningConfig::default(),
+            sessions: SessionsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub max_connections: u32,
+    #[serde(deserialize_with = "duration")]
+    pub acquire_timeout: Duration,
+    /// Longest a readiness probe waits for the database.
+    #[serde(deserialize_with = "duration")]
+    pub ping_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(3),
+            ping_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Origins allowed to call the API from a browser; `*` only in `dev`.
+    pub allowed_origins: Vec<String>,
+    /// Host names the API answers to; `*` (any) only in `dev`.
+    pub allowed_hosts: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest accepted JSON request body.
+    pub max_body_bytes: usize,
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: vec![
+                "http://127.0.0.1:8080".to_owned(),
+                "http://localhost:8080".to_owned(),
+            ],
+            allowed_hosts: vec!["*".to_owned()],
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub requests: u64,
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    pub per_key: Limit,
+    pub per_ip: Limit,
+    /// After Redis fails, how long to use the in-process limiter before trying Redis again.
+    #[serde(deserialize_with = "duration")]
+    pub redis_retry_after: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            per_key: Limit {
+                requests: 6000,
+                window: Duration::from_secs(60),
+            },
+            per_ip: Limit {
+                requests: 12000,
+                window: Duration::from_secs(60),
+            },
+            redis_retry_after: Duration::from_secs(1),
+            redis_timeout: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// Server secret mixed into every stored key hash (HMAC-SHA256 key). At least 32 bytes.
+    pub pepper: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Key id put in the header of client tokens.
+    pub kid: String,
+    /// Ed25519 key: a PKCS#8 PEM or the base64 of the 32-byte seed.
+    pub private_key: Option<Secret>,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self {
+            kid: "backend-1".to_owned(),
+            private_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionsConfig {
+    /// How long after creation a session can be submitted.
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+    /// Lifetime of the browser's client token.
+    #[serde(deserialize_with = "duration")]
+    pub client_token_ttl: Duration,
+    /// Audience of client tokens: the edge and the backend.
+    pub client_token_audience: Vec<String>,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60 * 60),
+            client_token_ttl: Duration::from_secs(15 * 60),
+            client_token_audience: vec!["idyntra-edge".to_owned(), "idyntra-backend".to_owned()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info` or `idyntra_backend=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration: {setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(setting: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers from the process environment and the config file it names.
+    pub fn load() -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let file = vars
+            .iter()
+            .find(|(name, _)| name == CONFIG_FILE_ENV)
+            .map(|(_, value)| PathBuf::from(value));
+        Self::from_layers(file.as_deref(), &vars)
+    }
+
+    /// Builds the configuration from an optional TOML file and environment variables (given
+    /// explicitly so tests do not depend on the process environment).
+    pub fn from_layers(
+        file: Option<&Path>,
+        vars: &[(String, String)],
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::invalid(
+                        "IDYNTRA_CONFIG",
+                        format!("file {} does not exist", path.display()),
+                    ));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("idyntra.toml")),
+        }
+        // Environment layer: `IDYNTRA_A__B=v` sets `a.b`; values parse like TOML (numbers, arrays).
+        // `X_FILE=/run/secrets/x` sets `X` to the file's content (Docker and Kubernetes secrets).
+        for (name, value) in vars {
+            let Some(setting) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == CONFIG_FILE_ENV {
+                continue;
+            }
+            let (setting, value) = match setting.strip_suffix("_FILE") {
+                Some(setting) => {
+                    let content = std::fs::read_to_string(value).map_err(|error| {
+                        ConfigError::Parse(format!("{name}: cannot read {value}: {error}"))
+                    })?;
+                    (setting, Value::from(content.trim().to_owned()))
+                }
+                None => (
+                    setting,
+                    value
+                        .parse::<Value>()
+                        .unwrap_or_else(|_| Value::from(value.clone())),
+                ),
+            };
+            let key = setting.to_ascii_lowercase().replace("__", ".");
+            figment = figment.merge((key, value));
+        }
+        let config: Config = figment
+            .extract()
+            .map_err(|error| ConfigError::Parse(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether the database is the embedded SQLite one.
+    pub fn uses_sqlite(&self) -> bool {
+        self.database_url
+            .as_ref()
+            .is_none_or(|url| url.expose().starts_with("sqlite:"))
+    }
+
+    /// Checks the rules of the profile. Secrets that `dev` may generate are checked here for the
+    /// other profiles only.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            let url = url.expose();
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return Err(ConfigError::invalid(
+                    "database_url",
+                    "must start with postgres://, postgresql:// or sqlite:",
+                ));
+            }
+        }
+        if let Some(url) = &self.redis_url
+            && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
+        {
+            return Err(ConfigError::invalid(
+                "redis_url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        for (setting, limit) in [
+            ("rate_limit.per_key", self.rate_limit.per_key),
+            ("rate_limit.per_ip", self.rate_limit.per_ip),
+        ] {
+            if limit.requests == 0 || limit.window.is_zero() {
+                return Err(ConfigError::invalid(
+                    setting,
+                    "requests and window must be greater than zero",
+                ));
+            }
+        }
+        if self.http.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "http.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        for origin in &self.http.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "http.allowed_origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        if let Some(pepper) = &self.api_keys.pepper
+            && pepper.expose().len() < 32
+        {
+            return Err(ConfigError::invalid(
+                "api_keys.pepper",
+                "must be at least 32 characters of random data",
+            ));
+        }
+        if self.profile == Profile::Dev {
+            return Ok(());
+        }
+        let profile = self.profile;
+        if self.http.allowed_origins.iter().any(|origin| origin == "*") {
+            return Err(ConfigError::invalid(
+                "http.allowed_origins",
+                format!("wildcard \"*\" is refused in the {profile} profile; list the origins"),
+            ));
+        }
+        if self.http.allowed_hosts.is_empty() || self.http.allowed_hosts.iter().any(|h| h == "*") {
+            return Err(ConfigError::invalid(
+                "http.allowed_hosts",
+                format!(
+                    "wildcard or empty host list is refused in the {profile} profile; list the host names"
+                ),
+            ));
+        }
+        if self.api_keys.pepper.is_none() {
+            return Err(ConfigError::invalid(
+                "api_keys.pepper",
+                format!(
+                    "required in the {profile} profile (IDYNTRA_API_KEYS__PEPPER or IDYNTRA_API_KEYS__PEPPER_FILE)"
+                ),
+            ));
+        }
+        if self.signing.private_key.is_none() {
+            return Err(ConfigError::invalid(
+                "signing.private_key",
+                format!(
+                    "required in the {profile} profile (IDYNTRA_SIGNING__PRIVATE_KEY or IDYNTRA_SIGNING__PRIVATE_KEY_FILE)"
+                ),
+            ));
+        }
+        if profile == Profile::Prod && self.uses_sqlite() && !self.allow_sqlite_in_prod {
+            return Err(ConfigError::invalid(
+                "database_url",
+                "SQLite is refused in the prod profile: set a postgres:// URL or allow_sqlite_in_prod = true",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Durations are written as `250ms`, `30s`, `15m`, `24h`, `90d`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        Config::from_layers(Some(&write(&dir, "")), &vars(pairs))
+    }
+
+    fn write(dir: &tempfile::TempDir, toml: &str) -> PathBuf {
+        let path = dir.path().join("idyntra.toml");
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    const PEPPER: &str = "0123456789abcdef0123456789abcdef";
+
+    fn prod() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("IDYNTRA_PROFILE", "prod"),
+            ("IDYNTRA_DATABASE_URL", "postgres://db/idyntra"),
+            (
+                "IDYNTRA_HTTP__ALLOWED_ORIGINS",
+                "[\"https://app.example.com\"]",
+            ),
+            ("IDYNTRA_HTTP__ALLOWED_HOSTS", "[\"api.example.com\"]"),
+            ("IDYNTRA_API_KEYS__PEPPER", PEPPER),
+            ("IDYNTRA_SIGNING__PRIVATE_KEY", "AAAA"),
+        ]
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_dev_setup() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.profile, Profile::Dev);
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(config.uses_sqlite());
+        assert!(config.redis_url.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_nests_with_double_underscore() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "listen = \"127.0.0.1:9000\"\n[rate_limit.per_key]\nrequests = 5\nwindow = \"10s\"\n",
+        );
+        let config = Config::from_layers(
+            Some(&path),
+            &vars(&[
+                ("IDYNTRA_LISTEN", "127.0.0.1:9001"),
+                ("IDYNTRA_RATE_LIMIT__PER_IP__REQUESTS", "7"),
+                ("IDYNTRA_RATE_LIMIT__PER_IP__WINDOW", "1m"),
+                ("OTHER_VARIABLE", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.rate_limit.per_key.requests, 5);
+        assert_eq!(config.rate_limit.per_key.window, Duration::from_secs(10));
+        assert_eq!(config.rate_limit.per_ip.requests, 7);
+        assert_eq!(config.rate_limit.per_ip.window, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn file_variables_supply_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("pepper");
+        std::fs::write(&secret, format!("{PEPPER}\n")).unwrap();
+        let config = Config::from_layers(
+            Some(&write(&dir, "")),
+            &vars(&[("IDYNTRA_API_KEYS__PEPPER_FILE", secret.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(config.api_keys.pepper.unwrap().expose(), PEPPER);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let config = load(&[
+            ("IDYNTRA_API_KEYS__PEPPER", PEPPER),
+            ("IDYNTRA_DATABASE_URL", "postgres://user:hunter2@db/idyntra"),
+        ])
+        .unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(PEPPER), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn prod_accepts_a_complete_configuration() {
+        load(&prod()).unwrap();
+    }
+
+    #[test]
+    fn prod_refusals_name_the_setting() {
+        let cases: [(&str, Option<&str>, &str); 6] = [
+            (
+                "IDYNTRA_HTTP__ALLOWED_ORIGINS",
+                Some("[\"*\"]"),
+                "http.allowed_origins",
+            ),
+            (
+                "IDYNTRA_HTTP__ALLOWED_HOSTS",
+                Some("[\"*\"]"),
+                "http.allowed_hosts",
+            ),
+            ("IDYNTRA_API_KEYS__PEPPER", None, "api_keys.pepper"),
+            ("IDYNTRA_SIGNING__PRIVATE_KEY", None, "signing.private_key"),
+            ("IDYNTRA_DATABASE_URL", None, "database_url"),
+            (
+                "IDYNTRA_DATABASE_URL",
+                Some("sqlite://x.db"),
+                "database_url",
+            ),
+        ];
+        for (name, value, setting) in cases {
+            let mut pairs = prod();
+            pairs.retain(|(k, _)| *k != name);
+            if let Some(value) = value {
+                pairs.push((name, value));
+            }
+            let error = load(&pairs).unwrap_err().to_string();
+            assert!(error.contains(setting), "{name}={value:?}: {error}");
+        }
+        let mut pairs = prod();
+        pairs.retain(|(k, _)| *k != "IDYNTRA_DATABASE_URL");
+        pairs.push(("IDYNTRA_ALLOW_SQLITE_IN_PROD", "true"));
+        load(&pairs).unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_name() {
+        let error = load(&[("IDYNTRA_RATE_LIMIT__PER_KEY__WINDOW", "soon")]).unwrap_err();
+        assert!(error.to_string().contains("window"), "{error}");
+        let error = load(&[("IDYNTRA_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert!(error.to_string().contains("database_url"), "{error}");
+        let error = load(&[("IDYNTRA_NOT_A_SETTING", "1")]).unwrap_err();
+        assert!(error.to_string().contains("not_a_setting"), "{error}");
+    }
+}

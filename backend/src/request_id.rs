@@ -1,0 +1,60 @@
+//! Request ids: taken from `x-request-id` when well-formed, generated otherwise, echoed on every
+//! answer and put in every problem body and log line of the request.
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static CURRENT: String;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current() -> Option<String> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// A caller's id is kept only when it is short and plain, so it is safe in logs and headers.
+fn is_well_formed(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+pub fn generate() -> String {
+    format!("req_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Middleware: fixes the request id, runs the request inside its scope, echoes the header.
+pub async fn middleware(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| is_well_formed(id))
+        .map_or_else(generate, str::to_owned);
+    let header = HeaderValue::from_str(&id).expect("request ids are plain ASCII");
+    request.headers_mut().insert(HEADER.clone(), header.clone());
+    let mut response = CURRENT.scope(id, next.run(request)).await;
+    response.headers_mut().insert(HEADER.clone(), header);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_plain_ids_and_refuses_others() {
+        assert!(is_well_formed("abc-123_X.y:z"));
+        assert!(!is_well_formed(""));
+        assert!(!is_well_formed("has space"));
+        assert!(!is_well_formed("newline\nInjected: yes"));
+        assert!(!is_well_formed(&"a".repeat(129)));
+        assert!(is_well_formed(&generate()));
+    }
+}

@@ -1,0 +1,57 @@
+//! PostgreSQL, the production database.
+
+use idyntra_types::SessionStatus;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres};
+
+use super::shared::{
+    API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, common_store_helpers, conflict_or, impl_store,
+};
+use super::{
+    Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
+    SessionQuery, SessionRecord, Store, StoreResult, StoredResponse, Transition,
+};
+use crate::config::DatabaseConfig;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, config: &DatabaseConfig) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+common_store_helpers!(PostgresStore, Postgres);
+
+impl_store!(PostgresStore, Postgres, {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_state(&self) -> PoolState {
+        PoolState {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+});

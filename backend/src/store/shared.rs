@@ -1,0 +1,521 @@
+//! The [`Store`](super::Store) methods whose SQL is the same on SQLite and PostgreSQL.
+//!
+//! Both databases accept `$n` placeholders, `returning` and `on conflict`, and the schemas use the
+//! same column types from Rust's side (times are Unix milliseconds), so one body serves both; the
+//! macro instantiates it for each concrete pool type because sqlx's generic bounds would cost more
+//! than they save. Database-specific work (connecting, migrations) stays in each module.
+
+/// Columns of `session`, in [`SessionRecord`](super::SessionRecord) order.
+pub(super) const SESSION_COLUMNS: &str = "session_id, account_id, status, reference, metadata, \
+     options, nonce, created_at, updated_at, expires_at, result, redacted_at";
+
+/// Columns of `api_key`, in [`ApiKeyRecord`](super::ApiKeyRecord) order.
+pub(super) const API_KEY_COLUMNS: &str = "api_key_id, account_id, name, prefix, secret_hash, \
+     scopes, is_dev, created_at, expires_at, revoked_at, last_used_at, rotated_to";
+
+pub(super) const AUDIT_COLUMNS: &str = "audit_log_id, created_at, actor, action, target, \
+     request_id, details, chain_seq, prev_hash, hash";
+
+/// Implements [`Store`](super::Store) for `$store` on database `$db`: the methods given in braces
+/// (database-specific) plus the common ones below.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, { $($specific:tt)* }) => {
+        #[async_trait::async_trait]
+        impl Store for $store {
+        $($specific)*
+        async fn find_account(&self, name_or_id: &str) -> StoreResult<Option<Account>> {
+            Ok(sqlx::query_as::<_, Account>(
+                "select account_id, name, created_at from account \
+                 where account_id = $1 or name = $1",
+            )
+            .bind(name_or_id)
+            .fetch_optional(&self.pool)
+            .await?)
+        }
+
+        async fn insert_account(&self, account: &Account, audit: &AuditEvent) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("insert into account (account_id, name, created_at) values ($1, $2, $3)")
+                .bind(&account.account_id)
+                .bind(&account.name)
+                .bind(account.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, "account"))?;
+            Self::audit_in(&mut tx, audit).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn count_accounts(&self) -> StoreResult<i64> {
+            Ok(sqlx::query_scalar("select count(*) from account")
+                .fetch_one(&self.pool)
+                .await?)
+        }
+
+        async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEvent) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await?;
+            Self::insert_api_key_in(&mut tx, key).await?;
+            Self::audit_in(&mut tx, audit).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn api_keys_by_prefix(&self, prefix: &str) -> StoreResult<Vec<ApiKeyRecord>> {
+            let sql = format!("select {API_KEY_COLUMNS} from api_key where prefix = $1");
+            Ok(sqlx::query_as::<_, ApiKeyRecord>(&sql)
+                .bind(prefix)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn get_api_key(&self, api_key_id: &str) -> StoreResult<Option<ApiKeyRecord>> {
+            let sql = format!("select {API_KEY_COLUMNS} from api_key where api_key_id = $1");
+            Ok(sqlx::query_as::<_, ApiKeyRecord>(&sql)
+                .bind(api_key_id)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn list_api_keys(&self, account_id: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>> {
+            let sql = format!(
+                "select {API_KEY_COLUMNS} from api_key where $1 is null or account_id = $1 \
+                 order by created_at, api_key_id"
+            );
+            Ok(sqlx::query_as::<_, ApiKeyRecord>(&sql)
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn revoke_api_key(
+            &self,
+            api_key_id: &str,
+            now: i64,
+            audit: &AuditEvent,
+        ) -> StoreResult<bool> {
+            let mut tx = self.pool.begin().await?;
+            let revoked = sqlx::query(
+                "update api_key set revoked_at = $2 where api_key_id = $1 and revoked_at is null",
+            )
+            .bind(api_key_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if revoked {
+                Self::audit_in(&mut tx, audit).await?;
+            }
+            tx.commit().await?;
+            Ok(revoked)
+        }
+
+        async fn rotate_api_key(
+            &self,
+            old_key_id: &str,
+            new_key: &ApiKeyRecord,
+            old_expires_at: i64,
+            audit: &AuditEvent,
+        ) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await?;
+            Self::insert_api_key_in(&mut tx, new_key).await?;
+            sqlx::query(
+                "update api_key set rotated_to = $2, \
+                 expires_at = case when expires_at is null or expires_at > $3 then $3 \
+                 else expires_at end \
+                 where api_key_id = $1",
+            )
+            .bind(old_key_id)
+            .bind(&new_key.api_key_id)
+            .bind(old_expires_at)
+            .execute(&mut *tx)
+            .await?;
+            Self::audit_in(&mut tx, audit).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn touch_api_key(&self, api_key_id: &str, now: i64) -> StoreResult<()> {
+            sqlx::query("update api_key set last_used_at = $2 where api_key_id = $1")
+                .bind(api_key_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            Ok(())
+        }
+
+        async fn insert_session(
+            &self,
+            session: &SessionRecord,
+            audit: &AuditEvent,
+        ) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await?;
+            let sql = format!(
+                "insert into session ({SESSION_COLUMNS}) \
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            );
+            sqlx::query(&sql)
+                .bind(&session.session_id)
+                .bind(&session.account_id)
+                .bind(&session.status)
+                .bind(&session.reference)
+                .bind(&session.metadata)
+                .bind(&session.options)
+                .bind(&session.nonce)
+                .bind(session.created_at)
+                .bind(session.updated_at)
+                .bind(session.expires_at)
+                .bind(&session.result)
+                .bind(session.redacted_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_or(e, "session"))?;
+            Self::audit_in(&mut tx, audit).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn get_session(
+            &self,
+            account_id: &str,
+            session_id: &str,
+        ) -> StoreResult<Option<SessionRecord>> {
+            let sql = format!(
+                "select {SESSION_COLUMNS} from session where account_id = $1 and session_id = $2"
+            );
+            Ok(sqlx::query_as::<_, SessionRecord>(&sql)
+                .bind(account_id)
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await?)
+        }
+
+        async fn list_sessions(&self, query: &SessionQuery) -> StoreResult<Vec<SessionRecord>> {
+            let mut sql = sqlx::QueryBuilder::<$db>::new(format!(
+                "select {SESSION_COLUMNS} from session where account_id = "
+            ));
+            sql.push_bind(&query.account_id);
+            if let Some(after) = &query.starting_after {
+                sql.push(" and session_id < ").push_bind(after);
+            }
+            match query.status {
+                None => {}
+                // Unsubmitted sessions past their expiry count as expired before any sweep.
+                Some(SessionStatus::Expired) => {
+                    sql.push(" and (status = 'expired' or (status = 'created' and expires_at <= ")
+                        .push_bind(query.now)
+                        .push("))");
+                }
+                Some(SessionStatus::Created) => {
+                    sql.push(" and status = 'created' and expires_at > ")
+                        .push_bind(query.now);
+                }
+                Some(status) => {
+                    sql.push(" and status = ").push_bind(status.as_str());
+                }
+            }
+            sql.push(" order by session_id desc limit ")
+                .push_bind(i64::from(query.limit) + 1);
+            Ok(sql
+                .build_query_as::<SessionRecord>()
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn cancel_session(
+            &self,
+            account_id: &str,
+            session_id: &str,
+            now: i64,
+            audit: &AuditEvent,
+        ) -> StoreResult<Transition> {
+            let mut tx = self.pool.begin().await?;
+            let sql = format!(
+                "update session set status = 'canceled', updated_at = $3 \
+                 where account_id = $1 and session_id = $2 \
+                 and (status = 'submitted' or (status = 'created' and expires_at > $3)) \
+                 returning {SESSION_COLUMNS}"
+            );
+            let updated = sqlx::query_as::<_, SessionRecord>(&sql)
+                .bind(account_id)
+                .bind(session_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match updated {
+                Some(session) => {
+                    Self::audit_in(&mut tx, audit).await?;
+                    Transition::Done(session)
+                }
+                None => {
+                    let sql = format!(
+                        "select {SESSION_COLUMNS} from session \
+                         where account_id = $1 and session_id = $2"
+                    );
+                    match sqlx::query_as::<_, SessionRecord>(&sql)
+                        .bind(account_id)
+                        .bind(session_id)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                    {
+                        Some(session) => Transition::Refused(session),
+                        None => Transition::NotFound,
+                    }
+                }
+            };
+            tx.commit().await?;
+            Ok(outcome)
+        }
+
+        async fn idempotency_start(
+            &self,
+            account_id: &str,
+            key: &str,
+            request_hash: &[u8],
+            window: IdempotencyWindow,
+        ) -> StoreResult<IdempotencyStart> {
+            // Forget this key's attempt once it is past retention, so the key starts afresh.
+            sqlx::query(
+                "delete from idempotency_key where account_id = $1 and key = $2 \
+                 and created_at <= $3",
+            )
+            .bind(account_id)
+            .bind(key)
+            .bind(window.now - window.retention)
+            .execute(&self.pool)
+            .await?;
+            let inserted = sqlx::query(
+                "insert into idempotency_key \
+                 (account_id, key, request_hash, created_at, locked_at) \
+                 values ($1, $2, $3, $4, $4) on conflict (account_id, key) do nothing",
+            )
+            .bind(account_id)
+            .bind(key)
+            .bind(request_hash)
+            .bind(window.now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                return Ok(IdempotencyStart::Started);
+            }
+            let row: Option<(Vec<u8>, Option<i32>, Option<String>, Option<Vec<u8>>, i64)> =
+                sqlx::query_as(
+                    "select request_hash, response_status, response_content_type, \
+                     response_body, locked_at \
+                     from idempotency_key where account_id = $1 and key = $2",
+                )
+                .bind(account_id)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+            let Some((stored_hash, status, content_type, body, locked_at)) = row else {
+                // Deleted between the two statements by an abandoning request: busy, retry.
+                return Ok(IdempotencyStart::InProgress);
+            };
+            if stored_hash != request_hash {
+                return Ok(IdempotencyStart::Mismatch);
+            }
+            if let Some(status) = status {
+                return Ok(IdempotencyStart::Replay(StoredResponse {
+                    status: u16::try_from(status).unwrap_or(500),
+                    content_type,
+                    body: body.unwrap_or_default(),
+                }));
+            }
+            if locked_at <= window.now - window.lock_timeout {
+                // The earlier attempt died without an answer; take it over, once.
+                let taken = sqlx::query(
+                    "update idempotency_key set locked_at = $3 \
+                     where account_id = $1 and key = $2 and locked_at = $4 \
+                     and response_status is null",
+                )
+                .bind(account_id)
+                .bind(key)
+                .bind(window.now)
+                .bind(locked_at)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+                if taken == 1 {
+                    return Ok(IdempotencyStart::Started);
+                }
+            }
+            Ok(IdempotencyStart::InProgress)
+        }
+
+        async fn idempotency_complete(
+            &self,
+            account_id: &str,
+            key: &str,
+            response: &StoredResponse,
+        ) -> StoreResult<()> {
+            sqlx::query(
+                "update idempotency_key set response_status = $3, response_content_type = $4, \
+                 response_body = $5 where account_id = $1 and key = $2",
+            )
+            .bind(account_id)
+            .bind(key)
+            .bind(i32::from(response.status))
+            .bind(&response.content_type)
+            .bind(&response.body)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn idempotency_abandon(&self, account_id: &str, key: &str) -> StoreResult<()> {
+            sqlx::query(
+                "delete from idempotency_key where account_id = $1 and key = $2 \
+                 and response_status is null",
+            )
+            .bind(account_id)
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        }
+
+        async fn append_audit(&self, audit: &AuditEvent) -> StoreResult<()> {
+            let mut tx = self.pool.begin().await?;
+            Self::audit_in(&mut tx, audit).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn seal_audit(&self, limit: i64) -> StoreResult<u64> {
+            let mut tx = self.pool.begin().await?;
+            // Writing the head first takes its lock: one sealer at a time, across processes.
+            let (mut seq, mut hash): (i64, String) = sqlx::query_as(
+                "update audit_head set last_seq = last_seq where audit_head_id = 1 \
+                 returning last_seq, last_hash",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            let sql = format!(
+                "select {AUDIT_COLUMNS} from audit_log where chain_seq is null \
+                 order by audit_log_id limit $1"
+            );
+            let rows = sqlx::query_as::<_, AuditEntry>(&sql)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                let next = seq + 1;
+                let next_hash = row.chain_hash(next, &hash);
+                sqlx::query(
+                    "update audit_log set chain_seq = $2, prev_hash = $3, hash = $4 \
+                     where audit_log_id = $1",
+                )
+                .bind(row.audit_log_id)
+                .bind(next)
+                .bind(&hash)
+                .bind(&next_hash)
+                .execute(&mut *tx)
+                .await?;
+                seq = next;
+                hash = next_hash;
+            }
+            sqlx::query("update audit_head set last_seq = $1, last_hash = $2 where audit_head_id = 1")
+                .bind(seq)
+                .bind(&hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(rows.len() as u64)
+        }
+
+        async fn audit_entries(&self, after: i64, limit: i64) -> StoreResult<Vec<AuditEntry>> {
+            let sql = format!(
+                "select {AUDIT_COLUMNS} from audit_log where chain_seq > $1 \
+                 order by chain_seq limit $2"
+            );
+            Ok(sqlx::query_as::<_, AuditEntry>(&sql)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?)
+        }
+
+        async fn audit_head(&self) -> StoreResult<(i64, String)> {
+            Ok(sqlx::query_as(
+                "select last_seq, last_hash from audit_head where audit_head_id = 1",
+            )
+            .fetch_one(&self.pool)
+            .await?)
+        }
+
+        async fn unsealed_audit_count(&self) -> StoreResult<i64> {
+            Ok(sqlx::query_scalar("select count(*) from audit_log where chain_seq is null")
+                .fetch_one(&self.pool)
+                .await?)
+        }
+        }
+    };
+}
+
+/// Inherent helpers the common methods call inside their transactions.
+macro_rules! common_store_helpers {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            async fn audit_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                audit: &AuditEvent,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "insert into audit_log \
+                     (created_at, actor, action, target, request_id, details) \
+                     values ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(audit.at)
+                .bind(&audit.actor)
+                .bind(&audit.action)
+                .bind(&audit.target)
+                .bind(&audit.request_id)
+                .bind(audit.details.to_string())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_api_key_in(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                key: &ApiKeyRecord,
+            ) -> StoreResult<()> {
+                let sql = format!(
+                    "insert into api_key ({API_KEY_COLUMNS}) \
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                );
+                sqlx::query(&sql)
+                    .bind(&key.api_key_id)
+                    .bind(&key.account_id)
+                    .bind(&key.name)
+                    .bind(&key.prefix)
+                    .bind(&key.secret_hash)
+                    .bind(&key.scopes)
+                    .bind(key.is_dev)
+                    .bind(key.created_at)
+                    .bind(key.expires_at)
+                    .bind(key.revoked_at)
+                    .bind(key.last_used_at)
+                    .bind(&key.rotated_to)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(|e| conflict_or(e, "api key"))?;
+                Ok(())
+            }
+        }
+    };
+}
+
+pub(super) use common_store_helpers;
+pub(super) use impl_store;
+
+/// Unique-constraint violations are the caller's conflict; anything else stays a database error.
+pub(super) fn conflict_or(error: sqlx::Error, what: &str) -> super::StoreError {
+    match error.as_database_error() {
+        Some(db) if db.is_unique_violation() => super::StoreError::Conflict(what.to_owned()),
+        _ => super::StoreError::Database(error),
+    }
+}

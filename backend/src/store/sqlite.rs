@@ -1,0 +1,68 @@
+//! The embedded default: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+
+use idyntra_types::SessionStatus;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool};
+
+use super::shared::{
+    API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, common_store_helpers, conflict_or, impl_store,
+};
+use super::{
+    Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
+    SessionQuery, SessionRecord, Store, StoreResult, StoredResponse, Transition,
+};
+use crate::config::DatabaseConfig;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`).
+    pub async fn connect(url: &str, config: &DatabaseConfig) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // WAL lets readers run beside the single writer; NORMAL sync is durable across
+            // application crashes, which is what WAL is designed for.
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(config.acquire_timeout)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+common_store_helpers!(SqliteStore, Sqlite);
+
+impl_store!(SqliteStore, Sqlite, {
+    async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_state(&self) -> PoolState {
+        PoolState {
+            size: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+});

@@ -1,0 +1,179 @@
+//! Logs and metrics.
+//!
+//! Logs are JSON lines (`tracing`), one per request with its id, method, route template, status,
+//! latency and account — never keys, tokens, images or personal data. Metrics are Prometheus text
+//! from a registry owned by the app (not a global), so tests can run several apps in one process.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing::Instrument;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Starts logging to stderr. Safe to call twice (the second call does nothing).
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub state: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the backend exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub http_duration: HistogramFamily,
+    pub rate_limit_rejections: Family<ScopeLabels, Counter>,
+    pub rate_limit_fallback: Counter,
+    pub db_connections: Family<PoolLabels, Gauge>,
+    pub redis_up: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~8 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("idyntra");
+        let http_requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            http_requests.clone(),
+        );
+        let http_duration: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests, by method, route template and status",
+            http_duration.clone(),
+        );
+        let rate_limit_rejections = Family::<ScopeLabels, Counter>::default();
+        registry.register(
+            "rate_limit_rejections",
+            "Requests refused with 429, by limit (key or ip)",
+            rate_limit_rejections.clone(),
+        );
+        let rate_limit_fallback = Counter::default();
+        registry.register(
+            "rate_limit_redis_fallback",
+            "Rate-limit checks decided in-process because Redis was unavailable",
+            rate_limit_fallback.clone(),
+        );
+        let db_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections, by state (idle or in_use)",
+            db_connections.clone(),
+        );
+        let redis_up = Gauge::default();
+        registry.register(
+            "redis_up",
+            "1 when the last Redis operation succeeded, 0 when Redis is unavailable or not configured",
+            redis_up.clone(),
+        );
+        Self {
+            registry,
+            http_requests,
+            http_duration,
+            rate_limit_rejections,
+            rate_limit_fallback,
+            db_connections,
+            redis_up,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+/// Middleware (added with `Router::layer`, so it runs after routing and sees the route template):
+/// one log line and one metric sample per request.
+pub async fn observe(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        request_id = crate::request_id::current().unwrap_or_default(),
+        method = %method,
+        route = %route,
+        account_id = tracing::field::Empty,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let latency = started.elapsed();
+    let labels = RouteLabels {
+        method,
+        route,
+        status,
+    };
+    metrics.http_requests.get_or_create(&labels).inc();
+    metrics
+        .http_duration
+        .get_or_create(&labels)
+        .observe(latency.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = latency.as_secs_f64() * 1000.0,
+            "request answered"
+        );
+    });
+    response
+}

@@ -1,0 +1,15 @@
+//! Wire types shared by the browser SDK, the edge and the backend.
+//!
+//! Everything here is plain serde so it builds for `wasm32-unknown-unknown`; OpenAPI schemas come with
+//! the `openapi` feature. Times on the wire are Unix seconds, as in Stripe's API.
+#![forbid(unsafe_code)]
+
+mod problem;
+mod session;
+mod token;
+
+pub use problem::{FieldError, Problem};
+pub use session::{
+    CreateSessionRequest, LivenessMode, Page, Session, SessionOptions, SessionStatus,
+};
+pub use token::{CLIENT_TOKEN_SCOPE, ClientTokenClaims};
