@@ -155,9 +155,22 @@ pub fn problem_response(mut problem: Problem) -> Response {
     response
 }
 
-/// Storage failures are internal unless they are the client's doing, which callers map first.
+/// Storage failures are internal unless they are the client's doing, which callers map first;
+/// a database that cannot be reached is a temporary `503` the client may retry.
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
-        Self::Internal(anyhow::Error::new(error))
+        use crate::store::StoreError;
+        match &error {
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => {
+                tracing::warn!(error = %error, "database unavailable");
+                Self::Unavailable {
+                    detail: "the database is unavailable; retry later".to_owned(),
+                    retry_after: Duration::from_secs(1),
+                }
+            }
+            _ => Self::Internal(anyhow::Error::new(error)),
+        }
     }
 }

@@ -1,1 +1,258 @@
-//! End-to-end tests of the `idyntra` binary live in `tests/`; this library is empty on purpose.
+//! Harness for the end-to-end tests in `tests/`: builds and starts the real `idyntra` binary on a
+//! free port, runs its CLI with the same configuration, and provides fresh PostgreSQL databases and
+//! a TCP proxy that can cut the database off.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `idyntra` binary of this workspace, built once per test run.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "idyntra-backend", "--bin", "idyntra"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the idyntra binary failed");
+        // Test binaries live in <target>/<profile>/deps.
+        let exe = std::env::current_exe().expect("the test binary has a path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in <target>/<profile>/deps");
+        let binary = profile_dir.join("idyntra");
+        assert!(binary.exists(), "{} was not built", binary.display());
+        binary
+    })
+}
+
+/// A working directory with its own `./data`, and the environment every command gets.
+#[derive(Debug)]
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub env: Vec<(String, String)>,
+}
+
+impl Setup {
+    /// The embedded default (dev profile, SQLite under `./data`), JSON logs.
+    pub fn embedded() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            env: Vec::new(),
+        }
+    }
+
+    /// PostgreSQL (a fresh database) and Redis (a private key prefix).
+    pub async fn postgres_and_redis() -> Self {
+        let mut setup = Self::embedded();
+        let database = fresh_postgres_database().await;
+        setup.set("IDYNTRA_DATABASE_URL", &database);
+        setup.set("IDYNTRA_REDIS_URL", &redis_url());
+        setup.set(
+            "IDYNTRA_REDIS_KEY_PREFIX",
+            &format!("e2e:{}:", uuid::Uuid::new_v4().simple()),
+        );
+        setup
+    }
+
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        self.env.retain(|(existing, _)| existing != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(binary());
+        command.current_dir(self.dir.path()).env_clear();
+        for name in ["PATH", "HOME"] {
+            if let Ok(value) = std::env::var(name) {
+                command.env(name, value);
+            }
+        }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+    }
+
+    /// Runs a CLI command to completion.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("idyntra runs")
+    }
+
+    /// `keys create … --json`, returning the parsed answer (with `secret`).
+    pub fn create_key(&self, account: &str, extra: &[&str]) -> serde_json::Value {
+        let mut args = vec![
+            "keys",
+            "create",
+            "--account",
+            account,
+            "--name",
+            "e2e",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let output = self.cli(&args);
+        assert!(
+            output.status.success(),
+            "keys create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("keys create --json prints JSON")
+    }
+
+    /// Starts `idyntra serve` on a free port and waits until it listens.
+    pub fn serve(&self) -> Server {
+        let log_path = self
+            .dir
+            .path()
+            .join(format!("server-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut child = self
+            .command()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("idyntra serve starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match receiver.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("idyntra listening on ") {
+                        return Server {
+                            child,
+                            base_url: url.to_owned(),
+                            banner,
+                            log_path,
+                        };
+                    }
+                    banner.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    panic!("idyntra serve did not start; stdout: {banner:?}; log: {log}");
+                }
+            }
+        }
+    }
+}
+
+/// A running `idyntra serve`, stopped when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    pub base_url: String,
+    /// What it printed on stdout before listening (the dev key banner on a first start).
+    pub banner: Vec<String>,
+    log_path: PathBuf,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM-like kill and waits.
+    pub fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.log()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The PostgreSQL server the tests use; they fail, never skip, when it is not there.
+pub fn postgres_admin_url() -> String {
+    std::env::var("IDYNTRA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("IDYNTRA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+}
+
+/// Creates an empty database and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = postgres_admin_url();
+    let mut connection = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|error| {
+            panic!("PostgreSQL is required for these tests ({admin}): {error}")
+        });
+    let name = format!("idyntra_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut connection)
+        .await
+        .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("URL has a database");
+    format!("{base}/{name}")
+}
+
+/// Forwards a local port to a target, until [`TcpProxy::cut`] drops every connection and stops
+/// accepting: the way a database becomes unreachable without stopping the shared server.
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: &'static str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self { port, task }
+    }
+
+    /// Closes the listener and every forwarded connection (the join set is dropped with the task).
+    pub fn cut(&self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP client that does not follow redirects and times out.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}

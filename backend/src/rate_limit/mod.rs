@@ -173,3 +173,161 @@ pub fn add_headers(decision: &Decision, headers: &mut HeaderMap) {
     let reset = decision.reset.as_secs_f64().ceil() as u64;
     headers.insert("ratelimit-reset", HeaderValue::from(reset));
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
+
+    use super::*;
+
+    fn limit(requests: u64) -> Limit {
+        Limit {
+            requests,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    fn link(url: &str, prefix: &str) -> Arc<RedisLink> {
+        Arc::new(
+            RedisLink::new(
+                url,
+                prefix,
+                Duration::from_millis(250),
+                Duration::from_millis(200),
+            )
+            .unwrap(),
+        )
+    }
+
+    fn shared_redis_url() -> String {
+        std::env::var("IDYNTRA_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
+    }
+
+    #[tokio::test]
+    async fn replicas_share_one_count_in_redis() {
+        let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        let metrics = Arc::new(Metrics::default());
+        let one = RateLimiter::new(Some(link(&shared_redis_url(), &prefix)), metrics.clone());
+        let two = RateLimiter::new(Some(link(&shared_redis_url(), &prefix)), metrics.clone());
+        assert!(one.check(LimitScope::Key, "k", limit(3)).await.allowed);
+        assert!(two.check(LimitScope::Key, "k", limit(3)).await.allowed);
+        let third = one.check(LimitScope::Key, "k", limit(3)).await;
+        assert!(third.allowed);
+        assert_eq!(third.remaining, 0);
+        let refused = two.check(LimitScope::Key, "k", limit(3)).await;
+        assert!(
+            !refused.allowed,
+            "the second replica sees the first one's requests"
+        );
+        assert!(
+            two.check(LimitScope::Ip, "k", limit(3)).await.allowed,
+            "scopes are apart"
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("idyntra_rate_limit_redis_fallback_total 0"),
+            "{text}"
+        );
+        assert!(text.contains("idyntra_redis_up 1"), "{text}");
+    }
+
+    /// A private `redis-server`, so stopping it does not disturb the shared one.
+    struct ThrowawayRedis {
+        child: Child,
+        port: u16,
+    }
+
+    impl ThrowawayRedis {
+        fn start(port: u16) -> Self {
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed for the rate-limit tests");
+            let started = std::time::Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "redis-server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Self { child, port }
+        }
+
+        fn free_port() -> u16 {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        }
+    }
+
+    impl Drop for ThrowawayRedis {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[tokio::test]
+    async fn redis_going_away_falls_back_and_comes_back() {
+        let redis = ThrowawayRedis::start(ThrowawayRedis::free_port());
+        let port = redis.port;
+        let metrics = Arc::new(Metrics::default());
+        let limiter = RateLimiter::new(
+            Some(link(&format!("redis://127.0.0.1:{port}/"), "t:")),
+            metrics.clone(),
+        );
+        for _ in 0..2 {
+            assert!(limiter.check(LimitScope::Key, "k", limit(2)).await.allowed);
+        }
+        assert!(!limiter.check(LimitScope::Key, "k", limit(2)).await.allowed);
+        assert_eq!(metrics.rate_limit_fallback.get(), 0);
+
+        drop(redis);
+        // Redis is gone: answers keep coming, decided in-process, and quickly.
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            limiter.check(LimitScope::Key, "other", limit(100)).await;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(metrics.rate_limit_fallback.get(), 20);
+        assert_eq!(metrics.redis_up.get(), 0);
+        let local = limiter.check(LimitScope::Key, "k", limit(2)).await;
+        assert!(local.allowed, "the local limiter has its own counts");
+
+        // Back on the same port: after the retry interval Redis decides again, with its counts.
+        let _redis = ThrowawayRedis::start(port);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut back = false;
+        for _ in 0..20 {
+            let before = metrics.rate_limit_fallback.get();
+            let decision = limiter.check(LimitScope::Key, "fresh", limit(5)).await;
+            if metrics.rate_limit_fallback.get() == before {
+                assert!(decision.allowed);
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(back, "the limiter went back to Redis");
+        assert_eq!(metrics.redis_up.get(), 1);
+    }
+}
