@@ -144,6 +144,7 @@ impl Setup {
                 }
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                     panic!("idyntra serve did not start; stdout: {banner:?}; log: {log}");
                 }

@@ -1,5 +1,6 @@
 //! The real `idyntra` binary over HTTP: keys from the CLI, the sessions API on both storage set-ups,
 //! idempotency, tenant isolation, rate limits, bad input, readiness and the audit trail.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::time::Duration;
 
