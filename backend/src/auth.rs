@@ -70,8 +70,9 @@ impl App {
             detail: "the API key is invalid, expired or revoked",
         };
         let presented = authorization
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
             .ok_or(missing)?;
         let Some(prefix) = api_keys::prefix_of(presented) else {
             tracing::debug!("rejected a malformed API key");

@@ -399,8 +399,12 @@ async fn verify_audit(app: &App) -> anyhow::Result<ExitCode> {
     while app.store.seal_audit(10_000).await? > 0 {}
     let (head_seq, head_hash) = app.store.audit_head().await?;
     let (mut seq, mut hash) = (0, GENESIS_HASH.to_owned());
-    loop {
-        let page = app.store.audit_entries(seq, 1000).await?;
+    // Only up to the head read above: a running server may seal more rows meanwhile.
+    while seq < head_seq {
+        let page = app
+            .store
+            .audit_entries(seq, (head_seq - seq).min(1000))
+            .await?;
         if page.is_empty() {
             break;
         }

@@ -338,6 +338,9 @@ impl Config {
                     })?;
                     (setting, Value::from(content.trim().to_owned()))
                 }
+                // Secrets and URLs stay strings whatever they look like (and never get echoed back
+                // by a type error).
+                None if is_string_setting(setting) => (setting, Value::from(value.clone())),
                 None => (
                     setting,
                     value
@@ -460,6 +463,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn is_string_setting(setting: &str) -> bool {
+    let setting = setting.to_ascii_lowercase();
+    ["pepper", "private_key", "url", "prefix", "issuer", "kid"]
+        .iter()
+        .any(|suffix| setting.ends_with(suffix))
 }
 
 /// Durations are written as `250ms`, `30s`, `15m`, `24h`, `90d`.

@@ -10,18 +10,21 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::auth::Principal;
 use crate::clock;
 use crate::error::ApiError;
+use crate::request_id;
 use crate::store::{IdempotencyStart, IdempotencyWindow, StoredResponse};
 
 pub const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
-const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
-/// An attempt that has not answered after this long is taken to have crashed.
-const LOCK_TIMEOUT_MS: i64 = 60 * 1000;
+pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// An attempt that has not answered after this long (or twice the request timeout, if longer) is
+/// taken to have crashed.
+const MIN_LOCK_TIMEOUT_MS: i64 = 60 * 1000;
 
 /// Whether an answer is the outcome of the operation, and so replayed to a retry.
 fn is_replayable(status: StatusCode) -> bool {
@@ -54,27 +57,36 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
             )
         })?
         .to_owned();
-    let account_id = request
+    let principal = request
         .extensions()
         .get::<Principal>()
-        .map(|principal| principal.account_id.clone())
+        .cloned()
         .ok_or_else(|| anyhow::anyhow!("idempotency middleware runs after authentication"))?;
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, app.config.http.max_body_bytes)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
+    // The key that sent it is part of the request: another key of the account (say, a read-only
+    // one) reusing the Idempotency-Key gets a mismatch, never the stored answer.
     let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str());
-    hasher.update([0]);
-    hasher.update(parts.uri.path());
-    hasher.update([0]);
+    for part in [
+        principal.api_key_id.as_bytes(),
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        parts.uri.query().unwrap_or_default().as_bytes(),
+    ] {
+        hasher.update(part);
+        hasher.update([0]);
+    }
     hasher.update(&body);
     let request_hash = hasher.finalize();
     let window = IdempotencyWindow {
         now: clock::now_ms(),
         retention: RETENTION_MS,
-        lock_timeout: LOCK_TIMEOUT_MS,
+        // Longer than any request may run, so a slow first attempt is never taken over.
+        lock_timeout: MIN_LOCK_TIMEOUT_MS.max(2 * clock::ms(app.config.http.request_timeout)),
     };
+    let account_id = principal.account_id;
     match app
         .store
         .idempotency_start(&account_id, &key, &request_hash, window)
@@ -95,10 +107,32 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
             });
         }
     }
-    let response = next.run(Request::from_parts(parts, Body::from(body))).await;
+    // The operation and the recording of its answer run to the end in their own task, even when
+    // the client goes away or the request times out, so a retry finds the answer instead of
+    // running the operation twice.
+    let request = Request::from_parts(parts, Body::from(body));
+    let completion = request_id::scoped(
+        async move {
+            let response = next.run(request).await;
+            record(&app, &account_id, &key, response).await
+        }
+        .instrument(tracing::Span::current()),
+    );
+    tokio::spawn(completion)
+        .await
+        .map_err(|error| anyhow::anyhow!("idempotent request task failed: {error}"))?
+}
+
+/// Stores a replayable answer (or frees the key) and gives the answer back.
+async fn record(
+    app: &AppState,
+    account_id: &str,
+    key: &str,
+    response: Response,
+) -> Result<Response, ApiError> {
     let status = response.status();
     if !is_replayable(status) {
-        app.store.idempotency_abandon(&account_id, &key).await?;
+        app.store.idempotency_abandon(account_id, key).await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -115,7 +149,7 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
         body: body.to_vec(),
     };
     app.store
-        .idempotency_complete(&account_id, &key, &stored)
+        .idempotency_complete(account_id, key, &stored)
         .await?;
     Ok(Response::from_parts(parts, Body::from(body)))
 }

@@ -10,7 +10,9 @@ pub fn new_id(prefix: &str) -> String {
 pub fn is_well_formed(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('_'))
-        .is_some_and(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .is_some_and(|hex| {
+            hex.len() == 32 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
 }
 
 #[cfg(test)]
@@ -25,5 +27,10 @@ mod tests {
         assert!(is_well_formed(&first, "ses"));
         assert!(!is_well_formed(&first, "key"));
         assert!(!is_well_formed("ses_../../etc", "ses"));
+        // One spelling only, so cursors compare the same on every database.
+        assert!(!is_well_formed(
+            &first.to_ascii_uppercase().replace("SES", "ses"),
+            "ses"
+        ));
     }
 }

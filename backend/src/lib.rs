@@ -33,6 +33,8 @@ use crate::app::AppState;
 
 /// How often unsealed audit rows are chained.
 const AUDIT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Expired idempotency keys are purged every this many seal ticks (a minute).
+const PURGE_EVERY_TICKS: u64 = 60;
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
 pub async fn serve(
@@ -40,7 +42,7 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let sealer = tokio::spawn(seal_audit_forever(state.clone()));
+    let maintenance = tokio::spawn(maintain_forever(state.clone()));
     let router = api::router(state.clone());
     let served = axum::serve(
         listener,
@@ -48,7 +50,7 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await;
-    sealer.abort();
+    maintenance.abort();
     // Chain what the last requests wrote before the process ends.
     if let Err(error) = state.store.seal_audit(i64::MAX).await {
         tracing::warn!(error = %error, "could not seal the audit log at shutdown");
@@ -56,13 +58,19 @@ pub async fn serve(
     served
 }
 
-/// Background job: chains new audit rows every second.
-async fn seal_audit_forever(state: AppState) {
+/// Background job: chains new audit rows every second and forgets expired idempotency keys.
+async fn maintain_forever(state: AppState) {
     let mut ticker = tokio::time::interval(AUDIT_SEAL_INTERVAL);
-    loop {
+    for tick in 0u64.. {
         ticker.tick().await;
         if let Err(error) = state.store.seal_audit(10_000).await {
             tracing::warn!(error = %error, "could not seal the audit log");
+        }
+        if tick % PURGE_EVERY_TICKS == 0 {
+            let before = clock::now_ms() - idempotency::RETENTION_MS;
+            if let Err(error) = state.store.purge_idempotency(before).await {
+                tracing::warn!(error = %error, "could not purge idempotency keys");
+            }
         }
     }
 }

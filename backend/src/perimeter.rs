@@ -28,6 +28,8 @@ fn is_operational(path: &str) -> bool {
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. Entries left of an
 /// untrusted hop could be forged by the client and are ignored.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    // IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`; compare them as IPv4.
+    let peer = peer.to_canonical();
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -38,7 +40,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
             return client;
         };
         for hop in value.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
+            match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
                 Ok(ip) => {
                     client = ip;
                     if !is_trusted(&ip) {

@@ -25,6 +25,11 @@ fn is_well_formed(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
+/// Runs `future` under the current request's id, for work moved to another task.
+pub fn scoped<F: std::future::Future>(future: F) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(current().unwrap_or_default(), future)
+}
+
 pub fn generate() -> String {
     format!("req_{}", uuid::Uuid::now_v7().simple())
 }

@@ -13,10 +13,12 @@ pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "idyntra-backend", "--bin", "idyntra"])
-            .status()
-            .expect("cargo runs");
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "idyntra-backend", "--bin", "idyntra"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
         assert!(status.success(), "building the idyntra binary failed");
         // Test binaries live in <target>/<profile>/deps.
         let exe = std::env::current_exe().expect("the test binary has a path");
@@ -198,6 +200,16 @@ pub fn redis_url() -> String {
     std::env::var("IDYNTRA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned())
 }
 
+/// `host:port` of the PostgreSQL server the tests use.
+pub fn postgres_address() -> String {
+    let admin = postgres_admin_url();
+    let after_scheme = admin
+        .split_once("://")
+        .map_or(admin.as_str(), |(_, rest)| rest);
+    let authority = after_scheme.split('/').next().unwrap_or_default();
+    authority.rsplit('@').next().unwrap_or(authority).to_owned()
+}
+
 /// Creates an empty database and returns its URL.
 pub async fn fresh_postgres_database() -> String {
     use sqlx::Connection;
@@ -225,7 +237,7 @@ pub struct TcpProxy {
 }
 
 impl TcpProxy {
-    pub async fn start(target: &'static str) -> Self {
+    pub async fn start(target: String) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -233,8 +245,9 @@ impl TcpProxy {
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

@@ -89,6 +89,17 @@ async fn session_story(setup: &Setup, server: &Server) {
         .unwrap();
     assert_eq!(fetched["metadata"]["tier"], "gold");
 
+    // Text every database can store, or a 422: never a 500 on one of them.
+    let nul = client
+        .post(server.url("/v1/sessions"))
+        .bearer_auth(&acme)
+        .json(&json!({"reference": "a\u{0}b", "metadata": {"k": "v\u{0}"}}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(nul, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+
     // Another account sees nothing of it.
     let foreign = client
         .get(server.url(&format!("/v1/sessions/{id}")))
@@ -520,9 +531,13 @@ async fn keys_are_scoped_revoked_and_rotated_with_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_when_postgres_is_unreachable() {
     let database = idyntra_tests::fresh_postgres_database().await;
-    let proxy = TcpProxy::start("127.0.0.1:5432").await;
-    let through_proxy =
-        database.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
+    let address = idyntra_tests::postgres_address();
+    let proxy = TcpProxy::start(address.clone()).await;
+    let through_proxy = database.replacen(&address, &format!("127.0.0.1:{}", proxy.port), 1);
+    assert_ne!(
+        through_proxy, database,
+        "the database URL goes through the proxy"
+    );
     let mut setup = Setup::embedded();
     setup
         .set("IDYNTRA_DATABASE_URL", &through_proxy)

@@ -40,10 +40,15 @@ fn validate(request: &CreateSessionRequest) -> Result<(), ApiError> {
             message: message.to_owned(),
         });
     };
-    if let Some(reference) = &request.reference
-        && (reference.is_empty() || reference.chars().count() > MAX_REFERENCE_LEN)
-    {
-        problem("/reference".to_owned(), "must be 1 to 255 characters");
+    if let Some(reference) = &request.reference {
+        if reference.is_empty() || reference.chars().count() > MAX_REFERENCE_LEN {
+            problem("/reference".to_owned(), "must be 1 to 255 characters");
+        } else if reference.chars().any(char::is_control) {
+            problem(
+                "/reference".to_owned(),
+                "must not contain control characters",
+            );
+        }
     }
     if let Some(metadata) = &request.metadata {
         if metadata.len() > MAX_METADATA_KEYS {
@@ -55,8 +60,17 @@ fn validate(request: &CreateSessionRequest) -> Result<(), ApiError> {
                     format!("/metadata/{key}"),
                     "keys must be 1 to 40 characters",
                 );
+            } else if key.chars().any(char::is_control) {
+                problem(
+                    format!("/metadata/{key}"),
+                    "keys must not contain control characters",
+                );
             }
             match value {
+                // NUL cannot be stored by every database; other text is kept as given.
+                Value::String(text) if text.contains('\0') => {
+                    problem(format!("/metadata/{key}"), "values must not contain NUL");
+                }
                 Value::String(text) if text.chars().count() <= MAX_METADATA_VALUE_LEN => {}
                 Value::String(_) => {
                     problem(

@@ -322,6 +322,19 @@ async fn idempotency_keys_replay_and_refuse_reuse() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     let (status, _, _) = split(app.send(post(r#"{"reference":"c"}"#, "k-2")).await).await;
     assert_eq!(status, StatusCode::CREATED);
+    // Another key of the account (read-only here) never gets the stored answer, token included.
+    let reader = app.key("acme", &["sessions:read"]).await;
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/sessions")
+        .header(header::AUTHORIZATION, format!("Bearer {reader}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", "k-1")
+        .body(Body::from(r#"{"reference":"a"}"#))
+        .unwrap();
+    let (status, body, _) = split(app.send(request).await).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.get("client_token").is_none());
     // Keys are per account.
     let other = app.key("other", &[]).await;
     let request = Request::builder()

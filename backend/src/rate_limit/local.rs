@@ -15,7 +15,15 @@ struct Counter {
 /// Counters per limited key, in this process only.
 #[derive(Debug, Default)]
 pub struct LocalLimiter {
-    counters: Mutex<HashMap<String, Counter>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    counters: HashMap<String, Counter>,
+    /// The window index of the last sweep: at most one sweep per window, so a flood of distinct
+    /// clients cannot make every request pay for one.
+    swept_at: u64,
 }
 
 /// Beyond this many keys, counters of windows that no longer matter are dropped.
@@ -24,14 +32,17 @@ const SWEEP_AT: usize = 100_000;
 impl LocalLimiter {
     pub fn check(&self, key: &str, limit: u64, window_ms: u64, now_ms: u64) -> Decision {
         let position = WindowPosition::at(now_ms, window_ms);
-        let mut counters = self
-            .counters
+        let mut state = self
+            .state
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if counters.len() >= SWEEP_AT {
-            counters.retain(|_, counter| counter.index + 1 >= position.index);
+        if state.counters.len() >= SWEEP_AT && state.swept_at != position.index {
+            state.swept_at = position.index;
+            state
+                .counters
+                .retain(|_, counter| counter.index + 1 >= position.index);
         }
-        let counter = counters.entry(key.to_owned()).or_insert(Counter {
+        let counter = state.counters.entry(key.to_owned()).or_insert(Counter {
             index: position.index,
             previous: 0,
             current: 0,

@@ -23,8 +23,9 @@ impl WindowPosition {
 
 /// The estimated number of requests in the sliding window ending now.
 pub fn estimate(previous: u64, current: u64, elapsed_ms: u64, window_ms: u64) -> f64 {
-    let overlap = (window_ms - elapsed_ms.min(window_ms)) as f64 / window_ms as f64;
-    previous as f64 * overlap + current as f64
+    // Same order of operations as the Lua script, so both round alike at the boundary.
+    let left = (window_ms - elapsed_ms.min(window_ms)) as f64;
+    previous as f64 * left / window_ms as f64 + current as f64
 }
 
 /// Whether one more request fits under `limit`.

@@ -221,6 +221,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         key: &str,
         response: &StoredResponse,
     ) -> StoreResult<()>;
+    /// Deletes idempotency keys created before `before` (their stored answers included).
+    async fn purge_idempotency(&self, before: i64) -> StoreResult<u64>;
     /// Forgets an attempt whose answer must not be replayed (server errors), so it can be retried.
     async fn idempotency_abandon(&self, account_id: &str, key: &str) -> StoreResult<()>;
 

@@ -365,6 +365,14 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        async fn purge_idempotency(&self, before: i64) -> StoreResult<u64> {
+            Ok(sqlx::query("delete from idempotency_key where created_at < $1")
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+        }
+
         async fn idempotency_abandon(&self, account_id: &str, key: &str) -> StoreResult<()> {
             sqlx::query(
                 "delete from idempotency_key where account_id = $1 and key = $2 \
