@@ -9,6 +9,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::api_keys::{self, KeyHasher, PlainKey};
+use crate::auth::KeyCache;
 use crate::client_token::{ClientTokenIssuer, SigningIdentity};
 use crate::clock;
 use crate::config::{Config, Profile, Secret};
@@ -35,6 +36,7 @@ pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub key_hasher: KeyHasher,
+    pub key_cache: KeyCache,
     pub client_tokens: ClientTokenIssuer,
     pub redis: Option<Arc<RedisLink>>,
     pub limiter: RateLimiter,
@@ -85,6 +87,7 @@ impl App {
         );
         Ok(Self {
             key_hasher: KeyHasher::new(pepper),
+            key_cache: KeyCache::new(config.api_keys.cache_ttl),
             client_tokens,
             store,
             redis,

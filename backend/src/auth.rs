@@ -1,10 +1,15 @@
 //! Secret-key authentication of the server-to-server API, and the per-key rate limit.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
 
 use crate::api_keys;
 use crate::app::{App, AppState};
@@ -79,10 +84,15 @@ impl App {
             return Err(invalid);
         };
         let now = clock::now_ms();
+        let hash = self.key_hasher.hash(presented);
+        if let Some(principal) = self.key_cache.get(&hash, now) {
+            self.touch_key(&principal.api_key_id).await;
+            return Ok(principal);
+        }
         let candidates = self.store.api_keys_by_prefix(prefix).await?;
         let Some(key) = candidates
             .into_iter()
-            .find(|key| self.key_hasher.matches(presented, &key.secret_hash))
+            .find(|key| bool::from(hash.ct_eq(&key.secret_hash)))
         else {
             tracing::debug!(prefix, "rejected an unknown API key");
             return Err(invalid);
@@ -96,11 +106,71 @@ impl App {
             return Err(invalid);
         }
         self.touch_key(&key.api_key_id).await;
-        Ok(Principal {
+        let principal = Principal {
             account_id: key.account_id,
             api_key_id: key.api_key_id,
             scopes: key.scopes.split(' ').map(str::to_owned).collect(),
-        })
+        };
+        self.key_cache.put(hash, principal.clone(), key.expires_at);
+        Ok(principal)
+    }
+}
+
+/// Keys verified in the last `api_keys.cache_ttl`, by their keyed hash, so a busy key costs one
+/// database lookup per interval instead of one per request. Expiry (and so rotation grace) is
+/// checked on every use; a revocation reaches this process within the interval.
+#[derive(Debug)]
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Vec<u8>, CachedKey>>,
+}
+
+#[derive(Debug)]
+struct CachedKey {
+    principal: Principal,
+    expires_at: Option<i64>,
+    cached_at: Instant,
+}
+
+/// Beyond this many entries, stale ones are dropped before adding another.
+const KEY_CACHE_SWEEP_AT: usize = 10_000;
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, hash: &[u8], now: i64) -> Option<Principal> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(hash)?;
+        let fresh = entry.cached_at.elapsed() < self.ttl;
+        let unexpired = entry.expires_at.is_none_or(|at| at > now);
+        (fresh && unexpired).then(|| entry.principal.clone())
+    }
+
+    fn put(&self, hash: Vec<u8>, principal: Principal, expires_at: Option<i64>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= KEY_CACHE_SWEEP_AT {
+            let ttl = self.ttl;
+            entries.retain(|_, entry| entry.cached_at.elapsed() < ttl);
+        }
+        entries.insert(
+            hash,
+            CachedKey {
+                principal,
+                expires_at,
+                cached_at: Instant::now(),
+            },
+        );
     }
 }
 

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
+use figment::providers::Serialized;
 use figment::providers::{Format, Toml};
 use figment::value::Value;
 use ipnet::IpNet;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Environment variable prefix of every setting.
 pub const ENV_PREFIX: &str = "IDYNTRA_";
@@ -19,7 +20,7 @@ pub const ENV_PREFIX: &str = "IDYNTRA_";
 pub const CONFIG_FILE_ENV: &str = "IDYNTRA_CONFIG";
 
 /// Deployment profile; stricter rules apply outside `dev`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     #[default]
@@ -39,7 +40,8 @@ impl fmt::Display for Profile {
 }
 
 /// A secret value: never shown by `Debug` or `Display`, so it cannot leak into logs.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+/// (`Serialize` only feeds the defaults layer of the configuration; nothing else serializes it.)
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -59,7 +61,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub profile: Profile,
@@ -108,14 +110,14 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     pub max_connections: u32,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub acquire_timeout: Duration,
     /// Longest a readiness probe waits for the database.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub ping_timeout: Duration,
 }
 
@@ -129,7 +131,7 @@ impl Default for DatabaseConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Origins allowed to call the API from a browser; `*` only in `dev`.
@@ -140,7 +142,7 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest accepted JSON request body.
     pub max_body_bytes: usize,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub request_timeout: Duration,
 }
 
@@ -159,24 +161,24 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limit {
     pub requests: u64,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub window: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimitConfig {
     pub enabled: bool,
     pub per_key: Limit,
     pub per_ip: Limit,
     /// After Redis fails, how long to use the in-process limiter before trying Redis again.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub redis_retry_after: Duration,
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub redis_timeout: Duration,
 }
 
@@ -198,14 +200,27 @@ impl Default for RateLimitConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiKeysConfig {
     /// Server secret mixed into every stored key hash (HMAC-SHA256 key). At least 32 bytes.
     pub pepper: Option<Secret>,
+    /// How long a verified key is trusted without asking the database again (`0s` disables it);
+    /// a revocation takes up to this long to reach every instance.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub cache_ttl: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+impl Default for ApiKeysConfig {
+    fn default() -> Self {
+        Self {
+            pepper: None,
+            cache_ttl: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SigningConfig {
     /// Key id put in the header of client tokens.
@@ -223,14 +238,14 @@ impl Default for SigningConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionsConfig {
     /// How long after creation a session can be submitted.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub ttl: Duration,
     /// Lifetime of the browser's client token.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub client_token_ttl: Duration,
     /// Audience of client tokens: the edge and the backend.
     pub client_token_audience: Vec<String>,
@@ -246,7 +261,7 @@ impl Default for SessionsConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -254,7 +269,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
@@ -309,7 +324,8 @@ impl Config {
         file: Option<&Path>,
         vars: &[(String, String)],
     ) -> Result<Self, ConfigError> {
-        let mut figment = Figment::new();
+        // Defaults are a layer too, so a partial override (one field of a table) keeps the rest.
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
             Some(path) => {
                 if !path.exists() {
@@ -472,6 +488,10 @@ fn is_string_setting(setting: &str) -> bool {
         .any(|suffix| setting.ends_with(suffix))
 }
 
+fn duration_text<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+}
+
 /// Durations are written as `250ms`, `30s`, `15m`, `24h`, `90d`.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
@@ -550,6 +570,13 @@ mod tests {
     }
 
     #[test]
+    fn one_field_of_a_table_can_be_overridden_alone() {
+        let config = load(&[("IDYNTRA_RATE_LIMIT__PER_KEY__REQUESTS", "9")]).unwrap();
+        assert_eq!(config.rate_limit.per_key.requests, 9);
+        assert_eq!(config.rate_limit.per_key.window, Duration::from_secs(60));
+    }
+
+    #[test]
     fn file_variables_supply_secrets() {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("pepper");
@@ -560,6 +587,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.api_keys.pepper.unwrap().expose(), PEPPER);
+    }
+
+    #[test]
+    fn secrets_that_look_like_numbers_stay_strings() {
+        let digits = "12345678901234567890123456789012345678";
+        let config = load(&[("IDYNTRA_API_KEYS__PEPPER", digits)]).unwrap();
+        assert_eq!(config.api_keys.pepper.unwrap().expose(), digits);
     }
 
     #[test]

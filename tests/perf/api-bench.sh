@@ -23,7 +23,7 @@ cargo build --quiet --release -p idyntra-backend -p idyntra-tests --bins
 target=${CARGO_TARGET_DIR:-$root/target}/release
 work=$(mktemp -d)
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for pid in "${pids[@]+"${pids[@]}"}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 cat > "$work/report.lua" <<'EOF'
@@ -57,13 +57,15 @@ measure() {
   printf '| %s | %s | %s | %s | %s | %s of %s |\n' "$name" "$rps" "$p50" "$p95" "$p99" "$errors" "$total"
 }
 
+# wait_for OUT_FILE PID [LOG_FILE]: until the process says it listens; fails if it exits.
 wait_for() {
-  local file=$1
+  local file=$1 pid=$2 log=${3:-$1}
   for _ in $(seq 1 200); do
     grep -q 'listening on' "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  echo "error: server did not start: $(cat "$file")" >&2
+  echo "error: server did not start: $(cat "$log")" >&2
   exit 1
 }
 
@@ -75,7 +77,7 @@ start_idyntra() {
       IDYNTRA_RATE_LIMIT__PER_IP__REQUESTS=1000000000 \
       "$target/idyntra" serve --listen "127.0.0.1:$port" >"$dir/out" 2>"$dir/log") &
   pids+=($!)
-  wait_for "$dir/out"
+  wait_for "$dir/out" "$!" "$dir/log"
 }
 
 bench_setup() {
@@ -97,7 +99,7 @@ echo "|---|---|---|---|---|---|"
 
 "$target/bare-axum" 127.0.0.1:18090 >"$work/bare.out" 2>&1 &
 pids+=($!)
-wait_for "$work/bare.out"
+wait_for "$work/bare.out" "$!"
 IDYNTRA_KEY=unused measure "bare axum handler (HTTP ceiling)" "http://127.0.0.1:18090/" "$work/get.lua"
 
 bench_setup "SQLite" "$work/sqlite" 18080
@@ -108,6 +110,10 @@ pg_url="${PG_ADMIN%/*}/$database"
 bench_setup "PostgreSQL + Redis" "$work/pg" 18081 IDYNTRA_DATABASE_URL="$pg_url" \
   IDYNTRA_REDIS_URL="$REDIS_URL" IDYNTRA_REDIS_KEY_PREFIX="bench:$$:"
 
+# The servers' pools would take connections pgbench needs (max_connections is 100 by default).
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+pids=()
+sleep 1
 psql "$pg_url" -qc "create table pgbench_row (id bigserial primary key, reference text, created_at bigint not null)" >/dev/null
 echo "insert into pgbench_row (reference, created_at) values ('bench', 1);" > "$work/insert.sql"
 seconds=${DURATION%s}
@@ -117,6 +123,4 @@ latency=$(pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T 3 -f "$work/insert.sql" 
   | sed -nE 's/^latency average = ([0-9.]+) ms/\1/p')
 printf '| pgbench one-row insert (database ceiling) | %.0f | avg %s | | | |\n' "$tps" "$latency"
 
-for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-sleep 0.5
 psql "$PG_ADMIN" -qc "drop database if exists $database" >/dev/null

@@ -541,6 +541,40 @@ async fn revoked_and_expired_keys_are_refused() {
 }
 
 #[tokio::test]
+async fn verified_keys_are_cached_for_the_configured_time() {
+    let app = TestApp::new(|config| {
+        config.api_keys.cache_ttl = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let key = app.key("acme", &[]).await;
+    let (status, _, _) = app
+        .call(Method::GET, "/v1/sessions", Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let record = app
+        .state
+        .store
+        .api_keys_by_prefix(api_keys::prefix_of(&key).unwrap())
+        .await
+        .unwrap()
+        .remove(0);
+    app.state
+        .store
+        .revoke_api_key(&record.api_key_id, clock::now_ms(), &audit())
+        .await
+        .unwrap();
+    let (status, _, _) = app
+        .call(Method::GET, "/v1/sessions", Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "still cached");
+    tokio::time::sleep(std::time::Duration::from_millis(350)).await;
+    let (status, _, _) = app
+        .call(Method::GET, "/v1/sessions", Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the revocation arrived");
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_headers() {
     let app = TestApp::new(|config| {
         config.rate_limit.per_key = Limit {

@@ -16,6 +16,8 @@ use crate::config::DatabaseConfig;
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL runs concurrent writers well.
+    writer: PgPool,
 }
 
 impl PostgresStore {
@@ -25,7 +27,10 @@ impl PostgresStore {
             .acquire_timeout(config.acquire_timeout)
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            writer: pool.clone(),
+            pool,
+        })
     }
 }
 

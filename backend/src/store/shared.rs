@@ -34,7 +34,7 @@ macro_rules! impl_store {
         }
 
         async fn insert_account(&self, account: &Account, audit: &AuditEvent) -> StoreResult<()> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             sqlx::query("insert into account (account_id, name, created_at) values ($1, $2, $3)")
                 .bind(&account.account_id)
                 .bind(&account.name)
@@ -54,7 +54,7 @@ macro_rules! impl_store {
         }
 
         async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEvent) -> StoreResult<()> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             Self::insert_api_key_in(&mut tx, key).await?;
             Self::audit_in(&mut tx, audit).await?;
             tx.commit().await?;
@@ -94,7 +94,7 @@ macro_rules! impl_store {
             now: i64,
             audit: &AuditEvent,
         ) -> StoreResult<bool> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let revoked = sqlx::query(
                 "update api_key set revoked_at = $2 where api_key_id = $1 and revoked_at is null",
             )
@@ -118,7 +118,7 @@ macro_rules! impl_store {
             old_expires_at: i64,
             audit: &AuditEvent,
         ) -> StoreResult<()> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             Self::insert_api_key_in(&mut tx, new_key).await?;
             sqlx::query(
                 "update api_key set rotated_to = $2, \
@@ -140,7 +140,7 @@ macro_rules! impl_store {
             sqlx::query("update api_key set last_used_at = $2 where api_key_id = $1")
                 .bind(api_key_id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
             Ok(())
         }
@@ -150,7 +150,7 @@ macro_rules! impl_store {
             session: &SessionRecord,
             audit: &AuditEvent,
         ) -> StoreResult<()> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let sql = format!(
                 "insert into session ({SESSION_COLUMNS}) \
                  values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -230,7 +230,7 @@ macro_rules! impl_store {
             now: i64,
             audit: &AuditEvent,
         ) -> StoreResult<Transition> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             let sql = format!(
                 "update session set status = 'canceled', updated_at = $3 \
                  where account_id = $1 and session_id = $2 \
@@ -283,7 +283,7 @@ macro_rules! impl_store {
             .bind(account_id)
             .bind(key)
             .bind(window.now - window.retention)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
             let inserted = sqlx::query(
                 "insert into idempotency_key \
@@ -294,7 +294,7 @@ macro_rules! impl_store {
             .bind(key)
             .bind(request_hash)
             .bind(window.now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
             if inserted == 1 {
@@ -335,7 +335,7 @@ macro_rules! impl_store {
                 .bind(key)
                 .bind(window.now)
                 .bind(locked_at)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected();
                 if taken == 1 {
@@ -360,7 +360,7 @@ macro_rules! impl_store {
             .bind(i32::from(response.status))
             .bind(&response.content_type)
             .bind(&response.body)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
             Ok(())
         }
@@ -368,7 +368,7 @@ macro_rules! impl_store {
         async fn purge_idempotency(&self, before: i64) -> StoreResult<u64> {
             Ok(sqlx::query("delete from idempotency_key where created_at < $1")
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected())
         }
@@ -380,20 +380,20 @@ macro_rules! impl_store {
             )
             .bind(account_id)
             .bind(key)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
             Ok(())
         }
 
         async fn append_audit(&self, audit: &AuditEvent) -> StoreResult<()> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             Self::audit_in(&mut tx, audit).await?;
             tx.commit().await?;
             Ok(())
         }
 
         async fn seal_audit(&self, limit: i64) -> StoreResult<u64> {
-            let mut tx = self.pool.begin().await?;
+            let mut tx = self.writer.begin().await?;
             // Writing the head first takes its lock: one sealer at a time, across processes.
             let (mut seq, mut hash): (i64, String) = sqlx::query_as(
                 "update audit_head set last_seq = last_seq where audit_head_id = 1 \

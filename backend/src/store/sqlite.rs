@@ -18,6 +18,10 @@ use crate::config::DatabaseConfig;
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection for every write: SQLite has a single writer anyway, and queueing here is
+    /// fair and quiet, where concurrent writers would spin on the file lock (busy_timeout sleeps
+    /// of up to 100 ms each, which showed as a long latency tail under load).
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -31,12 +35,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(config.acquire_timeout)
             .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options.clone())
+            .await?;
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer })
     }
 }
 
@@ -45,7 +54,7 @@ common_store_helpers!(SqliteStore, Sqlite);
 impl_store!(SqliteStore, Sqlite, {
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await?;
         Ok(())
     }
