@@ -33,6 +33,8 @@ use crate::app::AppState;
 
 /// How often unsealed audit rows are chained.
 const AUDIT_SEAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Audit rows chained per sealing transaction.
+const AUDIT_SEAL_BATCH: i64 = 200;
 /// Expired idempotency keys are purged every this many seal ticks (a minute).
 const PURGE_EVERY_TICKS: u64 = 60;
 
@@ -63,8 +65,16 @@ async fn maintain_forever(state: AppState) {
     let mut ticker = tokio::time::interval(AUDIT_SEAL_INTERVAL);
     for tick in 0u64.. {
         ticker.tick().await;
-        if let Err(error) = state.store.seal_audit(10_000).await {
-            tracing::warn!(error = %error, "could not seal the audit log");
+        // Short batches, each its own transaction, so writers never wait long behind the sealer.
+        loop {
+            match state.store.seal_audit(AUDIT_SEAL_BATCH).await {
+                Ok(sealed) if sealed == AUDIT_SEAL_BATCH as u64 => continue,
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not seal the audit log");
+                    break;
+                }
+            }
         }
         if tick % PURGE_EVERY_TICKS == 0 {
             let before = clock::now_ms() - idempotency::RETENTION_MS;
