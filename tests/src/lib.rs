@@ -270,3 +270,28 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// Sending a request in a test: any transport failure is a failed test.
+#[allow(async_fn_in_trait)] // Used only in these tests, never as a trait object.
+pub trait Answer {
+    /// The response, whatever its status.
+    async fn answer(self) -> reqwest::Response;
+    /// The response body as JSON.
+    async fn value(self) -> serde_json::Value;
+    /// The response body as text.
+    async fn text_body(self) -> String;
+}
+
+impl Answer for reqwest::RequestBuilder {
+    async fn answer(self) -> reqwest::Response {
+        self.send().await.expect("the request reaches the server")
+    }
+
+    async fn value(self) -> serde_json::Value {
+        self.answer().await.json().await.expect("a JSON body")
+    }
+
+    async fn text_body(self) -> String {
+        self.answer().await.text().await.expect("a text body")
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use idyntra_tests::{Server, Setup, TcpProxy, http};
+use idyntra_tests::{Answer, Server, Setup, TcpProxy, http};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -41,12 +41,8 @@ async fn session_story(setup: &Setup, server: &Server) {
         .bearer_auth(&acme)
         .header("idempotency-key", "order-42")
         .json(&json!({"reference": "order-42", "metadata": {"tier": "gold"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["status"], "created");
     assert!(created["client_token"].as_str().unwrap().split('.').count() == 3);
@@ -57,9 +53,8 @@ async fn session_story(setup: &Setup, server: &Server) {
         .bearer_auth(&acme)
         .header("idempotency-key", "order-42")
         .json(&json!({"reference": "order-42", "metadata": {"tier": "gold"}}))
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(replay.json::<Value>().await.unwrap()["id"], id.as_str());
@@ -68,9 +63,8 @@ async fn session_story(setup: &Setup, server: &Server) {
         .bearer_auth(&acme)
         .header("idempotency-key", "order-42")
         .json(&json!({"reference": "order-43"}))
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(
         reused,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -81,12 +75,8 @@ async fn session_story(setup: &Setup, server: &Server) {
     let fetched: Value = client
         .get(server.url(&format!("/v1/sessions/{id}")))
         .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(fetched["metadata"]["tier"], "gold");
 
     // Text every database can store, or a 422: never a 500 on one of them.
@@ -94,9 +84,8 @@ async fn session_story(setup: &Setup, server: &Server) {
         .post(server.url("/v1/sessions"))
         .bearer_auth(&acme)
         .json(&json!({"reference": "a\u{0}b", "metadata": {"k": "v\u{0}"}}))
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     let body = problem(nul, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
     assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
 
@@ -104,86 +93,62 @@ async fn session_story(setup: &Setup, server: &Server) {
     let foreign = client
         .get(server.url(&format!("/v1/sessions/{id}")))
         .bearer_auth(&globex)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(foreign, StatusCode::NOT_FOUND, "not_found").await;
     let foreign_cancel = client
         .post(server.url(&format!("/v1/sessions/{id}/cancel")))
         .bearer_auth(&globex)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(foreign_cancel, StatusCode::NOT_FOUND, "not_found").await;
     let their_list: Value = client
         .get(server.url("/v1/sessions"))
         .bearer_auth(&globex)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(their_list["data"], json!([]));
 
     for _ in 0..3 {
         let response = client
             .post(server.url("/v1/sessions"))
             .bearer_auth(&acme)
-            .send()
-            .await
-            .unwrap();
+            .answer()
+            .await;
         assert_eq!(response.status(), StatusCode::CREATED);
     }
     let first: Value = client
         .get(server.url("/v1/sessions?limit=3"))
         .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(first["has_more"], true);
     let last_id = first["data"][2]["id"].as_str().unwrap();
     let rest: Value = client
         .get(server.url(&format!("/v1/sessions?limit=3&starting_after={last_id}")))
         .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(rest["has_more"], false);
     assert_eq!(rest["data"][0]["id"], id.as_str(), "the oldest comes last");
 
     let canceled: Value = client
         .post(server.url(&format!("/v1/sessions/{id}/cancel")))
         .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(canceled["status"], "canceled");
     let again = client
         .post(server.url(&format!("/v1/sessions/{id}/cancel")))
         .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(again, StatusCode::CONFLICT, "session_not_cancelable").await;
     let only_canceled: Value = client
         .get(server.url("/v1/sessions?status=canceled"))
         .bearer_auth(&acme)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(only_canceled["data"].as_array().unwrap().len(), 1);
 
     // Every change is in the audit trail, and the chain holds.
@@ -224,9 +189,8 @@ async fn sessions_on_the_embedded_default() {
     let response = http()
         .get(server.url("/v1/sessions"))
         .bearer_auth(&dev_key)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     session_story(&setup, &server).await;
     drop(server);
@@ -249,14 +213,7 @@ async fn sessions_on_postgres_and_redis() {
     );
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("postgres"));
     let server = setup.serve();
-    let ready: Value = http()
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = http().get(server.url("/readyz")).value().await;
     assert_eq!(ready["checks"], json!({"database": "ok", "redis": "ok"}));
     session_story(&setup, &server).await;
 }
@@ -281,9 +238,8 @@ async fn rate_limits_are_shared_through_redis() {
         let response = client
             .get(server.url("/v1/sessions"))
             .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
+            .answer()
+            .await;
         statuses.push(response.status());
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             assert!(response.headers().contains_key("retry-after"));
@@ -293,14 +249,7 @@ async fn rate_limits_are_shared_through_redis() {
     }
     let allowed = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     assert_eq!(allowed, 5, "{statuses:?}");
-    let metrics = client
-        .get(one.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client.get(one.url("/metrics")).text_body().await;
     assert!(
         metrics.contains("idyntra_rate_limit_rejections_total{scope=\"key\"}"),
         "{metrics}"
@@ -322,9 +271,8 @@ async fn bad_input_never_gets_a_500() {
         post()
             .header("content-type", "application/json")
             .body("{\"reference\":")
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_json",
     )
@@ -333,9 +281,8 @@ async fn bad_input_never_gets_a_500() {
         post()
             .header("content-type", "text/xml")
             .body("<a/>")
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::UNSUPPORTED_MEDIA_TYPE,
         "unsupported_media_type",
     )
@@ -343,9 +290,8 @@ async fn bad_input_never_gets_a_500() {
     problem(
         post()
             .json(&json!({"options": {"liveness": "blink"}}))
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     )
@@ -353,15 +299,14 @@ async fn bad_input_never_gets_a_500() {
     problem(
         post()
             .json(&json!({"reference": "x".repeat(10_000)}))
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
     )
     .await;
     problem(
-        post().json(&json!([1, 2])).send().await.unwrap(),
+        post().json(&json!([1, 2])).answer().await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     )
@@ -369,15 +314,14 @@ async fn bad_input_never_gets_a_500() {
     problem(
         post()
             .header("idempotency-key", "x".repeat(300))
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_idempotency_key",
     )
     .await;
     problem(
-        client.get(server.url("/nope")).send().await.unwrap(),
+        client.get(server.url("/nope")).answer().await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
@@ -386,9 +330,8 @@ async fn bad_input_never_gets_a_500() {
         client
             .patch(server.url("/v1/sessions"))
             .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
     )
@@ -397,9 +340,8 @@ async fn bad_input_never_gets_a_500() {
         client
             .get(server.url("/v1/sessions"))
             .header("authorization", "Basic Zm9vOmJhcg==")
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::UNAUTHORIZED,
         "unauthorized",
     )
@@ -408,9 +350,8 @@ async fn bad_input_never_gets_a_500() {
         client
             .get(server.url("/v1/sessions?limit=-1"))
             .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::BAD_REQUEST,
         "invalid_query",
     )
@@ -419,22 +360,14 @@ async fn bad_input_never_gets_a_500() {
         client
             .get(server.url("/v1/sessions/..%2F..%2Fetc"))
             .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap(),
+            .answer()
+            .await,
         StatusCode::NOT_FOUND,
         "not_found",
     )
     .await;
     // Nothing of this was a server error.
-    let metrics = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client.get(server.url("/metrics")).text_body().await;
     assert!(!metrics.contains("status=\"500\""), "{metrics}");
 }
 
@@ -449,9 +382,8 @@ async fn keys_are_scoped_revoked_and_rotated_with_grace() {
     let write = client
         .post(server.url("/v1/sessions"))
         .bearer_auth(reader["secret"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(write, StatusCode::FORBIDDEN, "insufficient_scope").await;
 
     let key = setup.create_key("acme", &[]);
@@ -475,9 +407,8 @@ async fn keys_are_scoped_revoked_and_rotated_with_grace() {
         let response = client
             .get(server.url("/v1/sessions"))
             .bearer_auth(secret)
-            .send()
-            .await
-            .unwrap();
+            .answer()
+            .await;
         assert_eq!(
             response.status(),
             StatusCode::OK,
@@ -488,9 +419,8 @@ async fn keys_are_scoped_revoked_and_rotated_with_grace() {
     let expired = client
         .get(server.url("/v1/sessions"))
         .bearer_auth(old_secret)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(expired, StatusCode::UNAUTHORIZED, "unauthorized").await;
 
     let revoked = setup.cli(&["keys", "revoke", rotated["id"].as_str().unwrap()]);
@@ -498,9 +428,8 @@ async fn keys_are_scoped_revoked_and_rotated_with_grace() {
     let refused = client
         .get(server.url("/v1/sessions"))
         .bearer_auth(new_secret)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     problem(refused, StatusCode::UNAUTHORIZED, "unauthorized").await;
     let again = setup.cli(&["keys", "revoke", rotated["id"].as_str().unwrap()]);
     assert_eq!(again.status.code(), Some(1));
@@ -552,18 +481,13 @@ async fn readiness_fails_when_postgres_is_unreachable() {
     let server = setup.serve();
     let client = http();
     assert_eq!(
-        client
-            .get(server.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client.get(server.url("/readyz")).answer().await.status(),
         StatusCode::OK
     );
 
     proxy.cut();
     let body = problem(
-        client.get(server.url("/readyz")).send().await.unwrap(),
+        client.get(server.url("/readyz")).answer().await,
         StatusCode::SERVICE_UNAVAILABLE,
         "not_ready",
     )
@@ -573,21 +497,15 @@ async fn readiness_fails_when_postgres_is_unreachable() {
         "{body}"
     );
     assert_eq!(
-        client
-            .get(server.url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        client.get(server.url("/healthz")).answer().await.status(),
         StatusCode::OK,
         "the process is up"
     );
     let response = client
         .get(server.url("/v1/sessions"))
         .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+        .answer()
+        .await;
     assert!(response.headers().contains_key("retry-after"));
     problem(response, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
 }

@@ -145,37 +145,6 @@ macro_rules! impl_store {
             Ok(())
         }
 
-        async fn insert_session(
-            &self,
-            session: &SessionRecord,
-            audit: &AuditEvent,
-        ) -> StoreResult<()> {
-            let mut tx = self.writer.begin().await?;
-            let sql = format!(
-                "insert into session ({SESSION_COLUMNS}) \
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-            );
-            sqlx::query(&sql)
-                .bind(&session.session_id)
-                .bind(&session.account_id)
-                .bind(&session.status)
-                .bind(&session.reference)
-                .bind(&session.metadata)
-                .bind(&session.options)
-                .bind(&session.nonce)
-                .bind(session.created_at)
-                .bind(session.updated_at)
-                .bind(session.expires_at)
-                .bind(&session.result)
-                .bind(session.redacted_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| conflict_or(e, "session"))?;
-            Self::audit_in(&mut tx, audit).await?;
-            tx.commit().await?;
-            Ok(())
-        }
-
         async fn get_session(
             &self,
             account_id: &str,
@@ -464,6 +433,38 @@ macro_rules! impl_store {
 }
 
 /// Inherent helpers the common methods call inside their transactions.
+/// Binds the twelve [`SESSION_COLUMNS`] of a session to `$1`…`$12` of `$query`.
+macro_rules! bind_session {
+    ($query:expr, $session:expr) => {
+        $query
+            .bind(&$session.session_id)
+            .bind(&$session.account_id)
+            .bind(&$session.status)
+            .bind(&$session.reference)
+            .bind(&$session.metadata)
+            .bind(&$session.options)
+            .bind(&$session.nonce)
+            .bind($session.created_at)
+            .bind($session.updated_at)
+            .bind($session.expires_at)
+            .bind(&$session.result)
+            .bind($session.redacted_at)
+    };
+}
+
+/// Binds the six written columns of an audit row to the next six placeholders of `$query`.
+macro_rules! bind_audit {
+    ($query:expr, $audit:expr) => {
+        $query
+            .bind($audit.at)
+            .bind(&$audit.actor)
+            .bind(&$audit.action)
+            .bind(&$audit.target)
+            .bind(&$audit.request_id)
+            .bind($audit.details.to_string())
+    };
+}
+
 macro_rules! common_store_helpers {
     ($store:ty, $db:ty) => {
         impl $store {
@@ -471,17 +472,14 @@ macro_rules! common_store_helpers {
                 tx: &mut sqlx::Transaction<'_, $db>,
                 audit: &AuditEvent,
             ) -> StoreResult<()> {
-                sqlx::query(
-                    "insert into audit_log \
-                     (created_at, actor, action, target, request_id, details) \
-                     values ($1, $2, $3, $4, $5, $6)",
+                bind_audit!(
+                    sqlx::query(
+                        "insert into audit_log \
+                         (created_at, actor, action, target, request_id, details) \
+                         values ($1, $2, $3, $4, $5, $6)",
+                    ),
+                    audit
                 )
-                .bind(audit.at)
-                .bind(&audit.actor)
-                .bind(&audit.action)
-                .bind(&audit.target)
-                .bind(&audit.request_id)
-                .bind(audit.details.to_string())
                 .execute(&mut **tx)
                 .await?;
                 Ok(())
@@ -517,6 +515,8 @@ macro_rules! common_store_helpers {
     };
 }
 
+pub(super) use bind_audit;
+pub(super) use bind_session;
 pub(super) use common_store_helpers;
 pub(super) use impl_store;
 

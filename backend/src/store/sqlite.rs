@@ -7,7 +7,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, SqlitePool};
 
 use super::shared::{
-    API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, common_store_helpers, conflict_or, impl_store,
+    API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, bind_audit, bind_session,
+    common_store_helpers, conflict_or, impl_store,
 };
 use super::{
     Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
@@ -73,5 +74,21 @@ impl_store!(SqliteStore, Sqlite, {
 
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    /// In one transaction: SQLite has no data-modifying `with`.
+    async fn insert_session(&self, session: &SessionRecord, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        let sql = format!(
+            "insert into session ({SESSION_COLUMNS}) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
+        bind_session!(sqlx::query(&sql), session)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_or(e, "session"))?;
+        Self::audit_in(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 });

@@ -20,32 +20,9 @@ pub(crate) async fn sqlite_store() -> (Arc<dyn Store>, tempfile::TempDir) {
     (Arc::new(store), dir)
 }
 
-/// The server the PostgreSQL tests use; they fail (never skip) when it is not there.
-pub(crate) fn postgres_admin_url() -> String {
-    std::env::var("IDYNTRA_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-/// A fresh, empty PostgreSQL database; returns its URL.
-pub(crate) async fn fresh_postgres_database() -> String {
-    use sqlx::Connection;
-    let admin = postgres_admin_url();
-    let mut connection = sqlx::PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|error| {
-            panic!("PostgreSQL is required for these tests ({admin}): {error}")
-        });
-    let name = format!("idyntra_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("create database {name}"))
-        .execute(&mut connection)
-        .await
-        .unwrap();
-    let (base, _) = admin.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
 pub(crate) async fn postgres_store() -> Arc<dyn Store> {
-    let url = fresh_postgres_database().await;
+    // Fails, never skips, when PostgreSQL is not there.
+    let url = idyntra_tests::fresh_postgres_database().await;
     let store = PostgresStore::connect(&url, &DatabaseConfig::default())
         .await
         .unwrap();
