@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use figment::Figment;
 use figment::providers::Serialized;
 use figment::providers::{Format, Toml};
@@ -227,6 +229,18 @@ pub struct SigningConfig {
     pub kid: String,
     /// Ed25519 key: a PKCS#8 PEM or the base64 of the 32-byte seed.
     pub private_key: Option<Secret>,
+    /// Public keys of earlier signing keys, still published so tokens they signed verify until
+    /// they expire (rotation with overlap).
+    pub retired_keys: Vec<RetiredKey>,
+}
+
+/// An earlier signing key's public half.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    pub kid: String,
+    /// The Ed25519 public key, base64url (a JWK's `x`).
+    pub x: String,
 }
 
 impl Default for SigningConfig {
@@ -234,6 +248,7 @@ impl Default for SigningConfig {
         Self {
             kid: "backend-1".to_owned(),
             private_key: None,
+            retired_keys: Vec::new(),
         }
     }
 }
@@ -436,6 +451,24 @@ impl Config {
                 "api_keys.pepper",
                 "must be at least 32 characters of random data",
             ));
+        }
+        for retired in &self.signing.retired_keys {
+            if retired.kid == self.signing.kid {
+                return Err(ConfigError::invalid(
+                    "signing.retired_keys",
+                    format!("kid {:?} is the current signing key's", retired.kid),
+                ));
+            }
+            let decoded = URL_SAFE_NO_PAD.decode(&retired.x).map(|bytes| bytes.len());
+            if decoded != Ok(32) {
+                return Err(ConfigError::invalid(
+                    "signing.retired_keys",
+                    format!(
+                        "x of {:?} must be a base64url Ed25519 public key",
+                        retired.kid
+                    ),
+                ));
+            }
         }
         if self.profile == Profile::Dev {
             return Ok(());
@@ -648,6 +681,24 @@ mod tests {
         pairs.retain(|(k, _)| *k != "IDYNTRA_DATABASE_URL");
         pairs.push(("IDYNTRA_ALLOW_SQLITE_IN_PROD", "true"));
         load(&pairs).unwrap();
+    }
+
+    #[test]
+    fn retired_signing_keys_are_checked() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        load(&[(
+            "IDYNTRA_SIGNING__RETIRED_KEYS",
+            &format!("[{{kid = \"old\", x = \"{x}\"}}]"),
+        )])
+        .unwrap();
+        for (kid, x) in [("backend-1", x), ("old", "not-a-key")] {
+            let value = format!("[{{kid = \"{kid}\", x = \"{x}\"}}]");
+            let error = load(&[("IDYNTRA_SIGNING__RETIRED_KEYS", &value)]).unwrap_err();
+            assert!(
+                error.to_string().contains("signing.retired_keys"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -17,6 +17,34 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+/// The public keys that verify the tokens this backend signs (client tokens): the current key and
+/// the retired ones still inside their overlap. The edge fetches it to check client tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "JSON Web Key Set (Ed25519 keys)")))]
+pub async fn jwks(State(app): State<AppState>) -> Response {
+    let current = app.client_tokens.identity();
+    let keys: Vec<serde_json::Value> = std::iter::once((current.kid.clone(), current.public_x()))
+        .chain(
+            app.config
+                .signing
+                .retired_keys
+                .iter()
+                .map(|key| (key.kid.clone(), key.x.clone())),
+        )
+        .map(|(kid, x)| {
+            json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x})
+        })
+        .collect();
+    let mut response = Json(json!({ "keys": keys })).into_response();
+    // Verifiers may cache it briefly; a rotation publishes the new key before signing with it.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
 }
 
 /// The process is up and answering.

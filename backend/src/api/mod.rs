@@ -33,6 +33,7 @@ use crate::{auth, idempotency, perimeter, request_id, telemetry};
         health::healthz,
         health::readyz,
         health::metrics,
+        health::jwks,
     ),
     components(schemas(
         idyntra_types::Session,

@@ -796,6 +796,54 @@ async fn operations_endpoints() {
 }
 
 #[tokio::test]
+async fn jwks_publishes_the_keys_that_verify_client_tokens() {
+    let retired = crate::client_token::SigningIdentity::generate("backend-0");
+    let retired_x = retired.public_x();
+    let app = TestApp::new(|config| {
+        config.signing.retired_keys = vec![crate::config::RetiredKey {
+            kid: "backend-0".to_owned(),
+            x: retired_x.clone(),
+        }];
+    })
+    .await;
+    let key = app.key("acme", &[]).await;
+    let (_, session, _) = app
+        .call(Method::POST, "/v1/sessions", Some(&key), None)
+        .await;
+    let token = session["client_token"].as_str().unwrap();
+    let (status, jwks, response) = app
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CACHE_CONTROL],
+        "public, max-age=300"
+    );
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1]["kid"], "backend-0");
+    assert_eq!(keys[1]["x"], retired_x.as_str());
+    // A verifier that knows only the JWKS accepts the token with the key its kid names.
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let jwk = keys.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
+    let decoding =
+        jsonwebtoken::DecodingKey::from_ed_components(jwk["x"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["idyntra-edge"]);
+    let claims =
+        jsonwebtoken::decode::<idyntra_types::ClientTokenClaims>(token, &decoding, &validation)
+            .unwrap()
+            .claims;
+    assert_eq!(claims.sid, session["id"].as_str().unwrap());
+    // The retired key does not verify it.
+    let retired_key = jsonwebtoken::DecodingKey::from_ed_components(&retired_x).unwrap();
+    assert!(
+        jsonwebtoken::decode::<idyntra_types::ClientTokenClaims>(token, &retired_key, &validation)
+            .is_err()
+    );
+}
+
+#[tokio::test]
 async fn readiness_names_an_unreachable_redis() {
     let app = TestApp::new(|config| {
         config.redis_url = Some(crate::config::Secret::new("redis://127.0.0.1:1/"));
