@@ -1,7 +1,8 @@
 //! Face models and the engine-independent vision code around them.
 //!
-//! This crate will hold the pinned model files, decoding with limits, face detection post-processing,
-//! five-point alignment, quality metrics, liveness and embedding pre/post-processing and a tract runner.
-//! It builds for native targets and for `wasm32-unknown-unknown`. It has no checks yet: the backend
-//! does not claim any model result until they land here.
+//! The pinned model files are in `models/onnx/` (model cards in its README, reproduced from the
+//! registries by `models/tools/fetch-models.sh`). Decoding with limits, face detection
+//! post-processing, five-point alignment, quality metrics, liveness and embedding pre/post-processing
+//! and a tract runner will live in this crate, for native targets and `wasm32-unknown-unknown`. It
+//! has no checks yet: nothing claims a model result until they land here.
 #![forbid(unsafe_code)]
