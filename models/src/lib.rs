@@ -6,3 +6,7 @@
 //! and a tract runner will live in this crate, for native targets and `wasm32-unknown-unknown`. It
 //! has no checks yet: nothing claims a model result until they land here.
 #![forbid(unsafe_code)]
+
+pub mod decode;
+
+pub use decode::{DecodeError, DecodeLimits, DecodedImage, decode};
