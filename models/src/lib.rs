@@ -10,3 +10,9 @@
 pub mod decode;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage, decode};
+pub mod centerface;
+pub mod face;
+pub mod tract_runner;
+
+pub use face::{BoundingBox, Face, Point};
+pub use tract_runner::{CenterFaceDetector, ModelError};
