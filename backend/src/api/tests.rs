@@ -46,6 +46,11 @@ impl TestApp {
 
     /// A new account with a key carrying `scopes` (all when empty).
     async fn key(&self, account: &str, scopes: &[&str]) -> String {
+        self.key_until(account, scopes, None).await
+    }
+
+    /// Like [`TestApp::key`], expiring at `expires_at` (ms).
+    async fn key_until(&self, account: &str, scopes: &[&str], expires_at: Option<i64>) -> String {
         let store = &self.state.store;
         let account = match store.find_account(account).await.unwrap() {
             Some(account) => account,
@@ -65,12 +70,25 @@ impl TestApp {
             &account.account_id,
             "test",
             api_keys::parse_scopes(&scopes).unwrap(),
-            None,
+            expires_at,
             false,
             clock::now_ms(),
         );
         store.insert_api_key(&record, &audit()).await.unwrap();
         plain.expose().to_owned()
+    }
+
+    async fn revoke(&self, key: &str) {
+        let store = &self.state.store;
+        let record = store
+            .api_keys_by_prefix(api_keys::prefix_of(key).unwrap())
+            .await
+            .unwrap()
+            .remove(0);
+        store
+            .revoke_api_key(&record.api_key_id, clock::now_ms(), &audit())
+            .await
+            .unwrap();
     }
 
     async fn send(&self, request: Request<Body>) -> Response {
@@ -515,18 +533,7 @@ async fn scopes_are_enforced() {
 async fn revoked_and_expired_keys_are_refused() {
     let app = TestApp::new(|_| {}).await;
     let key = app.key("acme", &[]).await;
-    let record = app
-        .state
-        .store
-        .api_keys_by_prefix(api_keys::prefix_of(&key).unwrap())
-        .await
-        .unwrap()
-        .remove(0);
-    app.state
-        .store
-        .revoke_api_key(&record.api_key_id, clock::now_ms(), &audit())
-        .await
-        .unwrap();
+    app.revoke(&key).await;
     let (status, body, response) = app
         .call(Method::GET, "/v1/sessions", Some(&key), None)
         .await;
@@ -538,6 +545,11 @@ async fn revoked_and_expired_keys_are_refused() {
         "unauthorized",
     );
     assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+    let expired = app.key_until("acme", &[], Some(clock::now_ms() - 1)).await;
+    let (status, _, _) = app
+        .call(Method::GET, "/v1/sessions", Some(&expired), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -551,18 +563,7 @@ async fn verified_keys_are_cached_for_the_configured_time() {
         .call(Method::GET, "/v1/sessions", Some(&key), None)
         .await;
     assert_eq!(status, StatusCode::OK);
-    let record = app
-        .state
-        .store
-        .api_keys_by_prefix(api_keys::prefix_of(&key).unwrap())
-        .await
-        .unwrap()
-        .remove(0);
-    app.state
-        .store
-        .revoke_api_key(&record.api_key_id, clock::now_ms(), &audit())
-        .await
-        .unwrap();
+    app.revoke(&key).await;
     let (status, _, _) = app
         .call(Method::GET, "/v1/sessions", Some(&key), None)
         .await;
