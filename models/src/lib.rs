@@ -10,9 +10,11 @@
 pub mod decode;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage, decode};
+pub mod align;
 pub mod centerface;
+pub mod embedding;
 pub mod face;
 pub mod tract_runner;
 
 pub use face::{BoundingBox, Face, Point};
-pub use tract_runner::{CenterFaceDetector, ModelError};
+pub use tract_runner::{CenterFaceDetector, MobileFaceNetEmbedder, ModelError};

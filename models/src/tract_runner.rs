@@ -8,6 +8,7 @@ use image::RgbImage;
 use tract_onnx::prelude::*;
 
 use crate::centerface::{self, OutputMaps};
+use crate::embedding;
 use crate::face::Face;
 
 /// Why a model could not be loaded or run.
@@ -85,6 +86,61 @@ impl CenterFaceDetector {
     }
 }
 
+/// MobileFaceNet on tract: one embedding per aligned 112×112 crop, two crops per run.
+#[derive(Debug, Clone)]
+pub struct MobileFaceNetEmbedder {
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl MobileFaceNetEmbedder {
+    const NAME: &'static str = "mobilefacenet";
+
+    pub fn load(onnx: &[u8]) -> Result<Self, ModelError> {
+        let error = |e: TractError| ModelError::new(Self::NAME, e);
+        let side = embedding::CROP_SIZE as usize;
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut Cursor::new(onnx))
+            .map_err(error)?
+            .with_input_fact(0, f32::fact([embedding::BATCH, 3, side, side]).into())
+            .map_err(error)?
+            .into_optimized()
+            .map_err(error)?
+            .into_runnable()
+            .map_err(error)?;
+        Ok(Self { plan })
+    }
+
+    /// The embeddings of two aligned crops, in order.
+    pub fn embed_pair(
+        &self,
+        first: &RgbImage,
+        second: &RgbImage,
+    ) -> Result<[Vec<f32>; 2], ModelError> {
+        let error = |e: TractError| ModelError::new(Self::NAME, e);
+        let side = embedding::CROP_SIZE as usize;
+        for crop in [first, second] {
+            if crop.dimensions() != (embedding::CROP_SIZE, embedding::CROP_SIZE) {
+                return Err(ModelError::new(Self::NAME, "crops must be 112×112"));
+            }
+        }
+        let input = embedding::input_tensor([first, second]);
+        let input =
+            Tensor::from_shape(&[embedding::BATCH, 3, side, side], &input).map_err(error)?;
+        let outputs = self.plan.run(tvec!(input.into())).map_err(error)?;
+        let values: Vec<f32> = outputs[0]
+            .to_plain_array_view::<f32>()
+            .map_err(error)?
+            .iter()
+            .copied()
+            .collect();
+        if values.len() != embedding::BATCH * embedding::DIMENSION {
+            return Err(ModelError::new(Self::NAME, "unexpected output size"));
+        }
+        let (a, b) = values.split_at(embedding::DIMENSION);
+        Ok([a.to_vec(), b.to_vec()])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use image::Rgb;
@@ -143,6 +199,45 @@ mod tests {
     fn an_empty_picture_has_no_face() {
         let blank = RgbImage::from_pixel(400, 300, Rgb([128, 128, 128]));
         assert!(detector().detect(&blank, 0.5).unwrap().is_empty());
+    }
+
+    /// Detects the face of a fixture photo and aligns it to the ArcFace template.
+    fn aligned(detector: &CenterFaceDetector, name: &str) -> RgbImage {
+        let photo = fixture(name);
+        let faces = detector.detect(&photo, 0.5).unwrap();
+        crate::align::align(&photo, &faces[0].landmarks, &crate::align::ARCFACE_112, 112).unwrap()
+    }
+
+    #[test]
+    fn the_same_person_scores_above_different_people() {
+        let detector = detector();
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/onnx/mobilefacenet.onnx");
+        let embedder = MobileFaceNetEmbedder::load(&std::fs::read(path).unwrap()).unwrap();
+        let score = |a: &str, b: &str| {
+            let [x, y] = embedder
+                .embed_pair(&aligned(&detector, a), &aligned(&detector, b))
+                .unwrap();
+            embedding::cosine(&x, &y)
+        };
+        // person01: img1, img10; person03: img13, img14; person07: img38, img39.
+        let same = [
+            score("img1.jpg", "img10.jpg"),
+            score("img13.jpg", "img14.jpg"),
+            score("img38.jpg", "img39.jpg"),
+        ];
+        let different = [
+            score("img1.jpg", "img13.jpg"),
+            score("img10.jpg", "img38.jpg"),
+            score("img14.jpg", "img39.jpg"),
+        ];
+        let lowest_same = same.iter().copied().fold(f32::INFINITY, f32::min);
+        let highest_different = different.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            lowest_same > highest_different,
+            "same {same:?}, different {different:?}"
+        );
+        // Two crops of the same photo are one face.
+        assert!(score("img1.jpg", "img1.jpg") > 0.99);
     }
 
     #[test]

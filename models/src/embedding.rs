@@ -1,0 +1,66 @@
+//! Face embeddings (MobileFaceNet, `models/onnx/mobilefacenet.onnx`): the input tensor of aligned
+//! crops and the cosine similarity of two embeddings.
+
+use image::RgbImage;
+
+/// Side of an aligned crop.
+pub const CROP_SIZE: u32 = 112;
+/// The model takes exactly two crops (its batch is fixed) — a selfie and a document portrait.
+pub const BATCH: usize = 2;
+/// Length of an embedding.
+pub const DIMENSION: usize = 192;
+
+/// The `[2, 3, 112, 112]` input: RGB scaled as `(x − 127.5) / 128`, channels first.
+pub fn input_tensor(crops: [&RgbImage; BATCH]) -> Vec<f32> {
+    let side = CROP_SIZE as usize;
+    let plane = side * side;
+    let mut tensor = vec![0.0f32; BATCH * 3 * plane];
+    for (item, crop) in crops.iter().enumerate() {
+        for (x, y, pixel) in crop.enumerate_pixels() {
+            let at = y as usize * side + x as usize;
+            for channel in 0..3 {
+                tensor[(item * 3 + channel) * plane + at] =
+                    (f32::from(pixel[channel]) - 127.5) / 128.0;
+            }
+        }
+    }
+    tensor
+}
+
+/// Cosine similarity, −1…1 (0 when either vector is zero).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let denominator = norm(a) * norm(b);
+    if denominator == 0.0 {
+        0.0
+    } else {
+        dot / denominator
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use image::Rgb;
+
+    use super::*;
+
+    #[test]
+    fn cosine_of_known_vectors() {
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 2.0]).abs() < 1e-6);
+        assert!((cosine(&[1.0, 1.0], &[-2.0, -2.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn crops_are_normalised_channels_first() {
+        let white = RgbImage::from_pixel(CROP_SIZE, CROP_SIZE, Rgb([255, 255, 255]));
+        let black = RgbImage::new(CROP_SIZE, CROP_SIZE);
+        let tensor = input_tensor([&white, &black]);
+        let plane = (CROP_SIZE * CROP_SIZE) as usize;
+        assert_eq!(tensor.len(), 2 * 3 * plane);
+        assert_eq!(tensor[0], 127.5 / 128.0);
+        assert_eq!(tensor[3 * plane], -127.5 / 128.0);
+    }
+}
