@@ -1,0 +1,74 @@
+//! Per-stage latency of the face chain on tract, natively:
+//! `cargo run --release -p idyntra-models --example stage_timings [PHOTO] [RUNS]`
+//! (default: the fixture `shared/fixtures/faces/img1.jpg`, 20 runs). Prints the median of each stage.
+
+use std::time::{Duration, Instant};
+
+use idyntra_models::align::{ARCFACE_112, align};
+use idyntra_models::{CenterFaceDetector, DecodeLimits, MobileFaceNetEmbedder, decode};
+
+fn median(mut samples: Vec<Duration>) -> f64 {
+    samples.sort();
+    samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"));
+    let photo_path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| format!("{root}/../../shared/fixtures/faces/img1.jpg"));
+    let runs: usize = std::env::args()
+        .nth(2)
+        .map(|n| n.parse())
+        .transpose()?
+        .unwrap_or(20);
+    let bytes = std::fs::read(&photo_path)?;
+    let started = Instant::now();
+    let detector =
+        CenterFaceDetector::load(&std::fs::read(format!("{root}/onnx/centerface.onnx"))?, 320)?;
+    let embedder =
+        MobileFaceNetEmbedder::load(&std::fs::read(format!("{root}/onnx/mobilefacenet.onnx"))?)?;
+    println!(
+        "model load and optimisation: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+
+    let (mut decoding, mut preparing, mut detecting, mut aligning, mut embedding) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let photo = decode(&bytes, &DecodeLimits::default())?.image;
+        decoding.push(t.elapsed());
+        let t = Instant::now();
+        idyntra_models::centerface::input_tensor(&photo, 320);
+        preparing.push(t.elapsed());
+        let t = Instant::now();
+        let faces = detector.detect(&photo, 0.5)?;
+        detecting.push(t.elapsed());
+        let face = faces.first().ok_or("no face found")?;
+        let t = Instant::now();
+        let crop = align(&photo, &face.landmarks, &ARCFACE_112, 112).ok_or("bad landmarks")?;
+        aligning.push(t.elapsed());
+        let t = Instant::now();
+        embedder.embed_pair(&crop, &crop)?;
+        embedding.push(t.elapsed());
+    }
+    println!("photo: {photo_path} ({} bytes), runs: {runs}", bytes.len());
+    println!("| stage | median ms |");
+    println!("|---|---|");
+    println!("| decode (JPEG) | {:.2} |", median(decoding));
+    println!(
+        "| detector input alone (resize to the 320×320 canvas) | {:.2} |",
+        median(preparing)
+    );
+    println!(
+        "| detect: input + CenterFace + decoding | {:.2} |",
+        median(detecting)
+    );
+    println!("| align (112×112) | {:.2} |", median(aligning));
+    println!(
+        "| embed (MobileFaceNet, batch of 2) | {:.2} |",
+        median(embedding)
+    );
+    Ok(())
+}
