@@ -87,6 +87,8 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
         lock_timeout: MIN_LOCK_TIMEOUT_MS.max(2 * clock::ms(app.config.http.request_timeout)),
     };
     let account_id = principal.account_id;
+    // This attempt's lock: complete and abandon only touch the row while it is still ours.
+    let lock = window.now;
     match app
         .store
         .idempotency_start(&account_id, &key, &request_hash, window)
@@ -114,7 +116,7 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
     let completion = request_id::scoped(
         async move {
             let response = next.run(request).await;
-            record(&app, &account_id, &key, response).await
+            record(&app, &account_id, &key, lock, response).await
         }
         .instrument(tracing::Span::current()),
     );
@@ -128,11 +130,12 @@ async fn record(
     app: &AppState,
     account_id: &str,
     key: &str,
+    lock: i64,
     response: Response,
 ) -> Result<Response, ApiError> {
     let status = response.status();
     if !is_replayable(status) {
-        app.store.idempotency_abandon(account_id, key).await?;
+        app.store.idempotency_abandon(account_id, key, lock).await?;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -149,7 +152,7 @@ async fn record(
         body: body.to_vec(),
     };
     app.store
-        .idempotency_complete(account_id, key, &stored)
+        .idempotency_complete(account_id, key, lock, &stored)
         .await?;
     Ok(Response::from_parts(parts, Body::from(body)))
 }

@@ -215,16 +215,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         request_hash: &[u8],
         window: IdempotencyWindow,
     ) -> StoreResult<IdempotencyStart>;
+    /// Stores the answer of the attempt that started at `lock` (its `window.now`); an attempt that
+    /// was taken over since then changes nothing.
     async fn idempotency_complete(
         &self,
         account_id: &str,
         key: &str,
+        lock: i64,
         response: &StoredResponse,
     ) -> StoreResult<()>;
     /// Deletes idempotency keys created before `before` (their stored answers included).
     async fn purge_idempotency(&self, before: i64) -> StoreResult<u64>;
-    /// Forgets an attempt whose answer must not be replayed (server errors), so it can be retried.
-    async fn idempotency_abandon(&self, account_id: &str, key: &str) -> StoreResult<()>;
+    /// Forgets the attempt that started at `lock`, whose answer must not be replayed (server errors),
+    /// so it can be retried; a newer attempt on the same key is left alone.
+    async fn idempotency_abandon(&self, account_id: &str, key: &str, lock: i64) -> StoreResult<()>;
 
     /// Appends an audit row that goes with no other change.
     async fn append_audit(&self, audit: &AuditEvent) -> StoreResult<()>;

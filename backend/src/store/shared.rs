@@ -318,17 +318,20 @@ macro_rules! impl_store {
             &self,
             account_id: &str,
             key: &str,
+            lock: i64,
             response: &StoredResponse,
         ) -> StoreResult<()> {
             sqlx::query(
                 "update idempotency_key set response_status = $3, response_content_type = $4, \
-                 response_body = $5 where account_id = $1 and key = $2",
+                 response_body = $5 where account_id = $1 and key = $2 and locked_at = $6 \
+                 and response_status is null",
             )
             .bind(account_id)
             .bind(key)
             .bind(i32::from(response.status))
             .bind(&response.content_type)
             .bind(&response.body)
+            .bind(lock)
             .execute(&self.writer)
             .await?;
             Ok(())
@@ -342,13 +345,19 @@ macro_rules! impl_store {
                 .rows_affected())
         }
 
-        async fn idempotency_abandon(&self, account_id: &str, key: &str) -> StoreResult<()> {
+        async fn idempotency_abandon(
+            &self,
+            account_id: &str,
+            key: &str,
+            lock: i64,
+        ) -> StoreResult<()> {
             sqlx::query(
                 "delete from idempotency_key where account_id = $1 and key = $2 \
-                 and response_status is null",
+                 and locked_at = $3 and response_status is null",
             )
             .bind(account_id)
             .bind(key)
+            .bind(lock)
             .execute(&self.writer)
             .await?;
             Ok(())

@@ -332,7 +332,10 @@ async fn idempotency(store: &dyn Store) {
         content_type: Some("application/json".to_owned()),
         body: b"{}".to_vec(),
     };
-    store.idempotency_complete(id, "k1", &stored).await.unwrap();
+    store
+        .idempotency_complete(id, "k1", 0, &stored)
+        .await
+        .unwrap();
     assert_eq!(
         store
             .idempotency_start(id, "k1", b"h1", window(2))
@@ -357,7 +360,7 @@ async fn idempotency(store: &dyn Store) {
             .unwrap(),
         IdempotencyStart::Started
     );
-    store.idempotency_abandon(id, "k2").await.unwrap();
+    store.idempotency_abandon(id, "k2", 0).await.unwrap();
     assert_eq!(
         store
             .idempotency_start(id, "k2", b"h", window(1))
@@ -378,6 +381,41 @@ async fn idempotency(store: &dyn Store) {
             .await
             .unwrap(),
         IdempotencyStart::Started
+    );
+
+    // The attempt that was taken over can neither answer nor free the key any more.
+    let late = StoredResponse {
+        status: 200,
+        content_type: None,
+        body: b"late".to_vec(),
+    };
+    store
+        .idempotency_complete(id, "k2", 1, &late)
+        .await
+        .unwrap();
+    store.idempotency_abandon(id, "k2", 1).await.unwrap();
+    assert_eq!(
+        store
+            .idempotency_start(id, "k2", b"h", window(60_002))
+            .await
+            .unwrap(),
+        IdempotencyStart::InProgress
+    );
+    let current = StoredResponse {
+        status: 201,
+        content_type: None,
+        body: b"current".to_vec(),
+    };
+    store
+        .idempotency_complete(id, "k2", 60_001, &current)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .idempotency_start(id, "k2", b"h", window(60_003))
+            .await
+            .unwrap(),
+        IdempotencyStart::Replay(current)
     );
 
     // Purging forgets the keys created before the cut-off (k2, at 1), and only those.
