@@ -31,8 +31,6 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
-    #[error("audit: {0}")]
-    Audit(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

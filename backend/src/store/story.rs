@@ -306,27 +306,15 @@ async fn idempotency(store: &dyn Store) {
         retention: 86_400_000,
         lock_timeout: 60_000,
     };
-    assert_eq!(
+    let start = |key: &'static str, hash: &'static [u8], now: i64| async move {
         store
-            .idempotency_start(id, "k1", b"h1", window(0))
+            .idempotency_start(id, key, hash, window(now))
             .await
-            .unwrap(),
-        IdempotencyStart::Started
-    );
-    assert_eq!(
-        store
-            .idempotency_start(id, "k1", b"h1", window(1))
-            .await
-            .unwrap(),
-        IdempotencyStart::InProgress
-    );
-    assert_eq!(
-        store
-            .idempotency_start(id, "k1", b"h2", window(1))
-            .await
-            .unwrap(),
-        IdempotencyStart::Mismatch
-    );
+            .unwrap()
+    };
+    assert_eq!(start("k1", b"h1", 0).await, IdempotencyStart::Started);
+    assert_eq!(start("k1", b"h1", 1).await, IdempotencyStart::InProgress);
+    assert_eq!(start("k1", b"h2", 1).await, IdempotencyStart::Mismatch);
     let stored = StoredResponse {
         status: 201,
         content_type: Some("application/json".to_owned()),
@@ -337,51 +325,24 @@ async fn idempotency(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .idempotency_start(id, "k1", b"h1", window(2))
-            .await
-            .unwrap(),
+        start("k1", b"h1", 2).await,
         IdempotencyStart::Replay(stored)
     );
     // Past retention the key starts afresh.
     assert_eq!(
-        store
-            .idempotency_start(id, "k1", b"h2", window(86_400_001))
-            .await
-            .unwrap(),
+        start("k1", b"h2", 86_400_001).await,
         IdempotencyStart::Started
     );
 
     // An abandoned attempt frees the key; a crashed one is taken over after the lock timeout.
-    assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h", window(0))
-            .await
-            .unwrap(),
-        IdempotencyStart::Started
-    );
+    assert_eq!(start("k2", b"h", 0).await, IdempotencyStart::Started);
     store.idempotency_abandon(id, "k2", 0).await.unwrap();
+    assert_eq!(start("k2", b"h", 1).await, IdempotencyStart::Started);
     assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h", window(1))
-            .await
-            .unwrap(),
-        IdempotencyStart::Started
-    );
-    assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h", window(60_000))
-            .await
-            .unwrap(),
+        start("k2", b"h", 60_000).await,
         IdempotencyStart::InProgress
     );
-    assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h", window(60_001))
-            .await
-            .unwrap(),
-        IdempotencyStart::Started
-    );
+    assert_eq!(start("k2", b"h", 60_001).await, IdempotencyStart::Started);
 
     // The attempt that was taken over can neither answer nor free the key any more.
     let late = StoredResponse {
@@ -395,10 +356,7 @@ async fn idempotency(store: &dyn Store) {
         .unwrap();
     store.idempotency_abandon(id, "k2", 1).await.unwrap();
     assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h", window(60_002))
-            .await
-            .unwrap(),
+        start("k2", b"h", 60_002).await,
         IdempotencyStart::InProgress
     );
     let current = StoredResponse {
@@ -411,27 +369,18 @@ async fn idempotency(store: &dyn Store) {
         .await
         .unwrap();
     assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h", window(60_003))
-            .await
-            .unwrap(),
+        start("k2", b"h", 60_003).await,
         IdempotencyStart::Replay(current)
     );
 
     // Purging forgets the keys created before the cut-off (k2, at 1), and only those.
     assert_eq!(store.purge_idempotency(2).await.unwrap(), 1);
     assert_eq!(
-        store
-            .idempotency_start(id, "k1", b"h9", window(86_400_002))
-            .await
-            .unwrap(),
+        start("k1", b"h9", 86_400_002).await,
         IdempotencyStart::Mismatch
     );
     assert_eq!(
-        store
-            .idempotency_start(id, "k2", b"h9", window(86_400_002))
-            .await
-            .unwrap(),
+        start("k2", b"h9", 86_400_002).await,
         IdempotencyStart::Started
     );
 }
