@@ -1,14 +1,16 @@
-//! The command line: `serve`, `migrate`, `keys …`, `audit verify`.
+//! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `eval faces`.
 //!
 //! Every command reads the same configuration as the server, so it talks to the same database.
 //! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use idyntra_models::{FaceChain, MatchPolicy};
 use serde_json::json;
 use tokio::net::TcpListener;
 
@@ -16,6 +18,7 @@ use crate::api_keys;
 use crate::app::App;
 use crate::clock;
 use crate::config::{Config, LogConfig, LogFormat};
+use crate::eval;
 use crate::ids;
 use crate::store::{Account, ApiKeyRecord, AuditEvent, GENESIS_HASH, audit_verify_page};
 use crate::telemetry;
@@ -43,6 +46,37 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Measure accuracy on labelled photos.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCommand {
+    /// Face matching on labelled pairs: ROC, EER, thresholds, held-out rates, failures to detect.
+    Faces {
+        /// CSV `image_a,image_b,label` (`same` or `different`).
+        #[arg(long)]
+        pairs: PathBuf,
+        /// Folder of the images the pairs name.
+        #[arg(long)]
+        images: PathBuf,
+        /// CSV `image,identity` (default: `identities.csv` beside the pairs, else derived from
+        /// the `same` pairs).
+        #[arg(long)]
+        identities: Option<PathBuf>,
+        /// False-match rate to calibrate thresholds for.
+        #[arg(long, default_value_t = 0.01)]
+        target_fmr: f64,
+        /// Threshold to report rates at (default: the bundled calibration).
+        #[arg(long)]
+        threshold: Option<f32>,
+        /// Detector input size (a multiple of 32).
+        #[arg(long, default_value_t = FaceChain::CANVAS)]
+        canvas: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +127,10 @@ enum AuditCommand {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Offline model commands need neither the configuration nor a runtime.
+    if let Command::Eval(command) = cli.command {
+        return report_failure(run_eval(command));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,11 +141,51 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    report_failure(runtime.block_on(run(cli)))
+}
+
+fn report_failure(outcome: anyhow::Result<ExitCode>) -> ExitCode {
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        EvalCommand::Faces {
+            pairs,
+            images,
+            identities,
+            target_fmr,
+            threshold,
+            canvas,
+            json,
+        } => {
+            if !(0.0..=1.0).contains(&target_fmr) {
+                bail!("--target-fmr must be between 0 and 1");
+            }
+            let mut policy = MatchPolicy::MOBILEFACENET;
+            if let Some(threshold) = threshold {
+                policy.threshold = threshold;
+            }
+            let report = eval::faces(&eval::FaceEvalRequest {
+                pairs,
+                images,
+                identities,
+                target_fmr,
+                policy,
+                canvas,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::faces_text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -136,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Command::Keys(keys) => run_keys(&app, keys).await,
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
-                Command::Serve { .. } => unreachable!("handled above"),
+                Command::Serve { .. } | Command::Eval(_) => unreachable!("handled above"),
             };
         }
     }

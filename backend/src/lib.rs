@@ -14,6 +14,7 @@ pub mod client_token;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod idempotency;
 pub mod ids;
 pub mod perimeter;

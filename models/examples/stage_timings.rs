@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use idyntra_models::align::{ARCFACE_112, align};
-use idyntra_models::{CenterFaceDetector, DecodeLimits, MobileFaceNetEmbedder, decode};
+use idyntra_models::{
+    CenterFaceDetector, DecodeLimits, FrameQuality, MobileFaceNetEmbedder, decode,
+};
 
 fn median(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
@@ -33,8 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed().as_secs_f64() * 1000.0
     );
 
+    let frame_quality = FrameQuality::bundled()?;
     let (mut decoding, mut preparing, mut detecting, mut aligning, mut embedding) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let mut assessing = vec![];
     for _ in 0..runs {
         let t = Instant::now();
         let photo = decode(&bytes, &DecodeLimits::default())?.image;
@@ -52,6 +56,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         embedder.embed_pair(&crop, &crop)?;
         embedding.push(t.elapsed());
+        // A camera frame as the browser sends it: the longer side 640 pixels (img1: 474×640).
+        let scale = 640.0 / photo.width().max(photo.height()) as f32;
+        let (w, h) = (photo.width() as f32 * scale, photo.height() as f32 * scale);
+        let frame = image::imageops::resize(
+            &photo,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        );
+        let t = Instant::now();
+        frame_quality.assess(&frame)?;
+        assessing.push(t.elapsed());
     }
     println!("photo: {photo_path} ({} bytes), runs: {runs}", bytes.len());
     println!("| stage | median ms |");
@@ -69,6 +85,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| embed (MobileFaceNet, batch of 2) | {:.2} |",
         median(embedding)
+    );
+    println!(
+        "| quality of a 640×480 frame (BlazeFace + metrics) | {:.2} |",
+        median(assessing)
     );
     Ok(())
 }

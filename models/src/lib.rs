@@ -3,18 +3,23 @@
 //! The pinned model files are in `models/onnx/` (model cards in its README, reproduced from the
 //! registries by `models/tools/fetch-models.sh`). Decoding with limits, face detection
 //! post-processing, five-point alignment, quality metrics, liveness and embedding pre/post-processing
-//! and a tract runner will live in this crate, for native targets and `wasm32-unknown-unknown`. It
-//! has no checks yet: nothing claims a model result until they land here.
+//! and a tract runner live in this crate, for native targets and `wasm32-unknown-unknown`.
 #![forbid(unsafe_code)]
 
 pub mod decode;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage, decode};
 pub mod align;
+pub mod blazeface;
+pub mod bundled;
 pub mod centerface;
+pub mod chain;
 pub mod embedding;
+pub mod evaluation;
 pub mod face;
+pub mod quality;
 pub mod tract_runner;
 
+pub use chain::{FaceChain, FrameQuality, LocatedFaces, MatchPolicy};
 pub use face::{BoundingBox, Face, Point};
-pub use tract_runner::{CenterFaceDetector, MobileFaceNetEmbedder, ModelError};
+pub use tract_runner::{BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, ModelError};

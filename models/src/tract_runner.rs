@@ -7,9 +7,11 @@ use std::sync::Arc;
 use image::RgbImage;
 use tract_onnx::prelude::*;
 
+use crate::blazeface;
 use crate::centerface::{self, OutputMaps};
 use crate::embedding;
 use crate::face::Face;
+use crate::face::Point;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,66 @@ impl CenterFaceDetector {
                 landmarks: &maps[3],
             },
             placement,
+            threshold,
+        ))
+    }
+}
+
+/// BlazeFace short range on tract: the fast detector for live frames.
+#[derive(Debug, Clone)]
+pub struct BlazeFaceDetector {
+    plan: Arc<TypedRunnableModel>,
+    anchors: Arc<Vec<Point>>,
+}
+
+impl BlazeFaceDetector {
+    const NAME: &'static str = "blazeface_short_range";
+
+    pub fn load(onnx: &[u8]) -> Result<Self, ModelError> {
+        let error = |e: TractError| ModelError::new(Self::NAME, e);
+        let side = blazeface::INPUT;
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut Cursor::new(onnx))
+            .map_err(error)?
+            .with_input_fact(0, f32::fact([1, 3, side, side]).into())
+            .map_err(error)?
+            .into_optimized()
+            .map_err(error)?
+            .into_runnable()
+            .map_err(error)?;
+        Ok(Self {
+            plan,
+            anchors: Arc::new(blazeface::anchors()),
+        })
+    }
+
+    /// Faces in `frame` scoring above `threshold`, best first, in frame pixels.
+    pub fn detect(&self, frame: &RgbImage, threshold: f32) -> Result<Vec<Face>, ModelError> {
+        let error = |e: TractError| ModelError::new(Self::NAME, e);
+        let side = blazeface::INPUT;
+        let (input, scale) = blazeface::input_tensor(frame);
+        let input = Tensor::from_shape(&[1, 3, side, side], &input).map_err(error)?;
+        let outputs = self.plan.run(tvec!(input.into())).map_err(error)?;
+        let mut regressors = None;
+        let mut logits = None;
+        // Told apart by shape: `[1, 896, 16]` regressors, `[1, 896, 1]` logits.
+        for output in &outputs {
+            let view = output.to_plain_array_view::<f32>().map_err(error)?;
+            let values: Vec<f32> = view.iter().copied().collect();
+            match values.len() {
+                n if n == blazeface::ANCHORS * blazeface::VALUES => regressors = Some(values),
+                n if n == blazeface::ANCHORS => logits = Some(values),
+                _ => {}
+            }
+        }
+        let (Some(regressors), Some(logits)) = (regressors, logits) else {
+            return Err(ModelError::new(Self::NAME, "unexpected outputs"));
+        };
+        Ok(blazeface::decode_faces(
+            &regressors,
+            &logits,
+            &self.anchors,
+            scale,
             threshold,
         ))
     }

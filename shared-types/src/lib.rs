@@ -5,10 +5,15 @@
 #![forbid(unsafe_code)]
 
 mod problem;
+mod result;
 mod session;
 mod token;
 
 pub use problem::{FieldError, Problem};
+pub use result::{
+    Decision, FaceMatchResult, ModelUsed, QualityCode, QualityComponents, QualityMeasurements,
+    QualityReport, QualityResult, ReasonCode, ScoredCheck, VerificationResult,
+};
 pub use session::{
     CreateSessionRequest, LivenessMode, Page, Session, SessionOptions, SessionStatus,
 };

@@ -1,0 +1,402 @@
+//! `idyntra eval faces`: face-matching accuracy of the bundled chain on labelled pairs of photos.
+//!
+//! Prints the ROC, the equal error rate, the threshold for a target false-match rate, the rates at
+//! the configured threshold, failures to detect, and a held-out estimate that calibrates each
+//! threshold without the person it is then measured on (`identities.csv` beside the pairs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use idyntra_models::evaluation::{self, OperatingPoint, Rate, ScoredPair};
+use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// What `eval faces` was asked.
+#[derive(Debug, Clone)]
+pub struct FaceEvalRequest {
+    /// CSV `image_a,image_b,label` with label `same` or `different`.
+    pub pairs: PathBuf,
+    pub images: PathBuf,
+    /// CSV `image,identity`; default `identities.csv` beside the pairs.
+    pub identities: Option<PathBuf>,
+    pub target_fmr: f64,
+    pub policy: MatchPolicy,
+    pub canvas: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct PairRow {
+    image_a: String,
+    image_b: String,
+    label: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdentityRow {
+    image: String,
+    identity: String,
+}
+
+fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    reader
+        .deserialize()
+        .enumerate()
+        .map(|(i, row)| row.with_context(|| format!("{} row {}", path.display(), i + 2)))
+        .collect()
+}
+
+/// The identity of every image: from the identities file, or, without one, from the `same`
+/// pairs (connected components), which only works when every person has a pair.
+fn identities(
+    request: &FaceEvalRequest,
+    pairs: &[PairRow],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let path = request.identities.clone().unwrap_or_else(|| {
+        request
+            .pairs
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("identities.csv")
+    });
+    if path.exists() {
+        let rows: Vec<IdentityRow> = read_csv(&path)?;
+        return Ok(rows.into_iter().map(|r| (r.image, r.identity)).collect());
+    }
+    if request.identities.is_some() {
+        bail!("{} does not exist", path.display());
+    }
+    // Union-find over the `same` pairs.
+    let mut parent: BTreeMap<String, String> = BTreeMap::new();
+    fn root(parent: &mut BTreeMap<String, String>, x: &str) -> String {
+        let up = parent
+            .entry(x.to_owned())
+            .or_insert_with(|| x.to_owned())
+            .clone();
+        if up == x {
+            return up;
+        }
+        let top = root(parent, &up);
+        parent.insert(x.to_owned(), top.clone());
+        top
+    }
+    for pair in pairs {
+        let (a, b) = (
+            root(&mut parent, &pair.image_a),
+            root(&mut parent, &pair.image_b),
+        );
+        if pair.label == "same" && a != b {
+            parent.insert(a, b);
+        }
+    }
+    let images: Vec<String> = parent.keys().cloned().collect();
+    Ok(images
+        .into_iter()
+        .map(|image| {
+            let identity = root(&mut parent, &image);
+            (image, identity)
+        })
+        .collect())
+}
+
+/// Runs the evaluation; returns the report as JSON (printed by the caller as text or JSON).
+pub fn faces(request: &FaceEvalRequest) -> anyhow::Result<Value> {
+    let rows: Vec<PairRow> = read_csv(&request.pairs)?;
+    if rows.is_empty() {
+        bail!("{} has no pairs", request.pairs.display());
+    }
+    for (i, row) in rows.iter().enumerate() {
+        if row.label != "same" && row.label != "different" {
+            bail!(
+                "{} row {}: label must be `same` or `different`, not `{}`",
+                request.pairs.display(),
+                i + 2,
+                row.label
+            );
+        }
+    }
+    let identity_of = identities(request, &rows)?;
+    let chain = FaceChain::bundled(request.canvas)?;
+
+    // Every image once: decode, locate, embed.
+    let mut images: Vec<&str> = rows
+        .iter()
+        .flat_map(|r| [r.image_a.as_str(), r.image_b.as_str()])
+        .collect();
+    images.sort_unstable();
+    images.dedup();
+    let mut crops = Vec::new();
+    let mut cropped_names = Vec::new();
+    let mut failures = Vec::new();
+    let mut several_faces = Vec::new();
+    for name in &images {
+        let path = request.images.join(name);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let photo = decode(&bytes, &DecodeLimits::default())
+            .with_context(|| format!("{}", path.display()))?
+            .image;
+        let located = chain.locate(&photo)?;
+        if located.faces.len() > 1 {
+            several_faces.push(name.to_string());
+        }
+        match located.crop {
+            Some(crop) => {
+                crops.push(crop);
+                cropped_names.push(*name);
+            }
+            None => failures.push(name.to_string()),
+        }
+    }
+    let crop_refs: Vec<_> = crops.iter().collect();
+    let embeddings: BTreeMap<&str, Vec<f32>> = cropped_names
+        .into_iter()
+        .zip(chain.embed(&crop_refs)?)
+        .collect();
+
+    let mut scored = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let identity = |image: &str| {
+            identity_of
+                .get(image)
+                .cloned()
+                .with_context(|| format!("no identity for {image}"))
+        };
+        let (identity_a, identity_b) = (identity(&row.image_a)?, identity(&row.image_b)?);
+        if (identity_a == identity_b) != (row.label == "same") {
+            bail!(
+                "{} and {} are labelled `{}` but the identities say otherwise",
+                row.image_a,
+                row.image_b,
+                row.label
+            );
+        }
+        let score = match (
+            embeddings.get(row.image_a.as_str()),
+            embeddings.get(row.image_b.as_str()),
+        ) {
+            (Some(a), Some(b)) => Some(embedding::cosine(a, b)),
+            _ => None,
+        };
+        scored.push(ScoredPair {
+            identity_a,
+            identity_b,
+            score,
+        });
+    }
+    Ok(report(
+        request,
+        &scored,
+        images.len(),
+        failures,
+        several_faces,
+    ))
+}
+
+fn rate_json(rate: &Rate) -> Value {
+    json!({
+        "rate": rate.value(),
+        "errors": rate.errors,
+        "trials": rate.trials,
+        "ci95": [rate.low, rate.high],
+    })
+}
+
+fn point_json(point: &OperatingPoint) -> Value {
+    json!({
+        "threshold": point.threshold,
+        "fmr": rate_json(&point.fmr),
+        "fnmr": rate_json(&point.fnmr),
+    })
+}
+
+fn report(
+    request: &FaceEvalRequest,
+    scored: &[ScoredPair],
+    images: usize,
+    failures: Vec<String>,
+    several_faces: Vec<String>,
+) -> Value {
+    let roc = evaluation::roc(scored);
+    let eer = evaluation::equal_error_rate(scored);
+    let target = request.target_fmr;
+    let at_target = evaluation::threshold_for_fmr(scored, target)
+        .map(|t| point_json(&evaluation::operating_point(scored, t)));
+    let configured = evaluation::operating_point(scored, request.policy.threshold);
+    let held_out = |calibrate: &dyn Fn(&[ScoredPair]) -> Option<f32>, method: &str| {
+        let (folds, (fmr, fnmr)) = evaluation::leave_one_identity_out(scored, calibrate);
+        json!({
+            "method": method,
+            "fmr": rate_json(&fmr),
+            "fnmr": rate_json(&fnmr),
+            "folds": folds.iter().map(|f| json!({
+                "identity": f.identity,
+                "threshold": f.threshold,
+                "fmr": rate_json(&f.point.fmr),
+                "fnmr": rate_json(&f.point.fnmr),
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let empirical = held_out(
+        &|pairs| evaluation::threshold_for_fmr(pairs, target),
+        "empirical: the most permissive threshold with at most the target FMR on the other people",
+    );
+    let normal_fit = held_out(
+        &|pairs| evaluation::threshold_for_fmr_normal_fit(pairs, target),
+        "normal fit: mean + z·sd of the other people's impostor scores",
+    );
+
+    // ROC points at a few false-match rates, as a reader would look them up.
+    let roc_points: Vec<Value> = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
+        .iter()
+        .filter_map(|&fmr| evaluation::threshold_for_fmr(scored, fmr).map(|t| (fmr, t)))
+        .map(|(fmr, t)| {
+            let point = evaluation::operating_point(scored, t);
+            json!({"max_fmr": fmr, "threshold": t, "fmr": point.fmr.value(), "tar": 1.0 - point.fnmr.value()})
+        })
+        .collect();
+    let scores = |genuine: bool| -> Vec<f32> {
+        scored
+            .iter()
+            .filter(|p| p.genuine() == genuine)
+            .filter_map(|p| p.score)
+            .collect()
+    };
+    let summary = |mut v: Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        json!({
+            "count": v.len(),
+            "min": v.first(),
+            "median": v.get(v.len() / 2),
+            "max": v.last(),
+        })
+    };
+    json!({
+        "pairs": scored.len(),
+        "genuine_pairs": scored.iter().filter(|p| p.genuine()).count(),
+        "impostor_pairs": scored.iter().filter(|p| !p.genuine()).count(),
+        "images": images,
+        "failures_to_detect": failures,
+        "images_with_several_faces": several_faces,
+        "detector_canvas": request.canvas,
+        "scores": {"genuine": summary(scores(true)), "impostor": summary(scores(false))},
+        "roc_distinct_points": roc.len(),
+        "roc": roc_points,
+        "eer": eer.map(|(rate, threshold)| json!({"rate": rate, "threshold": threshold})),
+        "target_fmr": target,
+        "at_target_fmr": at_target,
+        "configured": {
+            "threshold": request.policy.threshold,
+            "calibrated_fmr": request.policy.calibrated_fmr,
+            "point": point_json(&configured),
+        },
+        "impostor_normal_fit": evaluation::impostor_distribution(scored)
+            .map(|(mean, sd)| json!({"mean": mean, "sd": sd})),
+        "normal_fit_threshold": evaluation::threshold_for_fmr_normal_fit(scored, target),
+        // Leave one identity out: each threshold calibrated without one person, measured on
+        // that person's pairs.
+        "held_out": {"empirical": empirical, "normal_fit": normal_fit},
+    })
+}
+
+/// The report as text for a terminal.
+pub fn faces_text(report: &Value) -> String {
+    let pct = |v: &Value| format!("{:.2} %", v.as_f64().unwrap_or(0.0) * 100.0);
+    let rate = |r: &Value| {
+        format!(
+            "{} ({}/{}, 95 % CI {}–{})",
+            pct(&r["rate"]),
+            r["errors"],
+            r["trials"],
+            pct(&r["ci95"][0]),
+            pct(&r["ci95"][1])
+        )
+    };
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!(
+        "pairs: {} ({} genuine, {} impostor) over {} images; detector canvas {}",
+        report["pairs"],
+        report["genuine_pairs"],
+        report["impostor_pairs"],
+        report["images"],
+        report["detector_canvas"]
+    ));
+    line(format!(
+        "failures to detect: {} {}",
+        report["failures_to_detect"].as_array().map_or(0, Vec::len),
+        report["failures_to_detect"]
+    ));
+    line(format!(
+        "genuine scores: {}\nimpostor scores: {}",
+        report["scores"]["genuine"], report["scores"]["impostor"]
+    ));
+    line("ROC (most permissive threshold for each maximum FMR):".to_owned());
+    line("  max FMR   threshold   FMR       TAR".to_owned());
+    for point in report["roc"].as_array().into_iter().flatten() {
+        line(format!(
+            "  {:<9} {:<11.4} {:<9} {}",
+            pct(&point["max_fmr"]),
+            point["threshold"].as_f64().unwrap_or(f64::NAN),
+            pct(&point["fmr"]),
+            pct(&point["tar"])
+        ));
+    }
+    if let Some(eer) = report["eer"].as_object() {
+        line(format!(
+            "EER: {} at threshold {:.4}",
+            pct(&eer["rate"]),
+            eer["threshold"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    if let Some(point) = report["at_target_fmr"].as_object() {
+        line(format!(
+            "threshold for FMR ≤ {}: {:.4} (FMR {}, FNMR {})",
+            pct(&report["target_fmr"]),
+            point["threshold"].as_f64().unwrap_or(f64::NAN),
+            rate(&point["fmr"]),
+            rate(&point["fnmr"])
+        ));
+    }
+    let configured = &report["configured"];
+    line(format!(
+        "configured threshold {:.4}: FMR {}, FNMR {}",
+        configured["threshold"].as_f64().unwrap_or(f64::NAN),
+        rate(&configured["point"]["fmr"]),
+        rate(&configured["point"]["fnmr"])
+    ));
+    if let Some(fit) = report["impostor_normal_fit"].as_object() {
+        line(format!(
+            "impostor scores ~ normal(mean {:.4}, sd {:.4}); its threshold for FMR {}: {:.4}",
+            fit["mean"].as_f64().unwrap_or(f64::NAN),
+            fit["sd"].as_f64().unwrap_or(f64::NAN),
+            pct(&report["target_fmr"]),
+            report["normal_fit_threshold"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    for kind in ["empirical", "normal_fit"] {
+        let held = &report["held_out"][kind];
+        line(format!(
+            "held out, {}\n  pooled: FMR {}, FNMR {}",
+            held["method"].as_str().unwrap_or(kind),
+            rate(&held["fmr"]),
+            rate(&held["fnmr"])
+        ));
+        for fold in held["folds"].as_array().into_iter().flatten() {
+            line(format!(
+                "  {} unseen: threshold {:.4}, FMR {}, FNMR {}",
+                fold["identity"].as_str().unwrap_or("?"),
+                fold["threshold"].as_f64().unwrap_or(f64::NAN),
+                rate(&fold["fmr"]),
+                rate(&fold["fnmr"])
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,215 @@
+//! The face chain on tract: find the faces of a photo, align the main one, embed it, and compare
+//! two embeddings against a calibrated threshold.
+
+use idyntra_types::FaceMatchResult;
+use image::RgbImage;
+
+use idyntra_types::QualityReport;
+
+use crate::align::{ARCFACE_112, align};
+use crate::bundled;
+use crate::embedding;
+use crate::face::Face;
+use crate::quality::{self, Capture, QualityThresholds};
+use crate::tract_runner::{
+    BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, ModelError,
+};
+
+/// The faces of a photo, largest first, and the aligned crop of the largest.
+#[derive(Debug, Clone)]
+pub struct LocatedFaces {
+    pub faces: Vec<Face>,
+    /// `None` when there is no face or its landmarks are degenerate.
+    pub crop: Option<RgbImage>,
+}
+
+impl LocatedFaces {
+    pub fn main_face(&self) -> Option<&Face> {
+        self.faces.first()
+    }
+}
+
+/// The face-match threshold and the false-match rate it was calibrated for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchPolicy {
+    pub threshold: f32,
+    pub calibrated_fmr: f64,
+}
+
+impl MatchPolicy {
+    /// MobileFaceNet on ArcFace-aligned crops: a normal fit of 395 impostor scores puts FMR
+    /// 0.1 % at 0.464 (`docs/ACCURACY.md`); every genuine score seen was above 0.64.
+    pub const MOBILEFACENET: Self = Self {
+        threshold: 0.46,
+        calibrated_fmr: 0.001,
+    };
+
+    pub fn judge(&self, score: f32) -> FaceMatchResult {
+        FaceMatchResult {
+            score,
+            threshold: self.threshold,
+            passed: score >= self.threshold,
+            calibrated_fmr: self.calibrated_fmr,
+        }
+    }
+}
+
+/// CenterFace, five-point alignment and MobileFaceNet, loaded once and shared.
+#[derive(Debug, Clone)]
+pub struct FaceChain {
+    detector: CenterFaceDetector,
+    embedder: MobileFaceNetEmbedder,
+    /// Minimum detector confidence of a face.
+    pub detection_threshold: f32,
+}
+
+impl FaceChain {
+    /// Detector canvas for photos: faces down to about 1/20 of the photo's longer side are found.
+    pub const CANVAS: usize = 320;
+
+    /// The bundled models, detecting on a `canvas`×`canvas` input.
+    pub fn bundled(canvas: usize) -> Result<Self, ModelError> {
+        Ok(Self {
+            detector: CenterFaceDetector::load(bundled::CENTERFACE.onnx, canvas)?,
+            embedder: MobileFaceNetEmbedder::load(bundled::MOBILEFACENET.onnx)?,
+            detection_threshold: 0.5,
+        })
+    }
+
+    /// The models behind every score of this chain.
+    pub fn models(&self) -> [&'static bundled::BundledModel; 2] {
+        [&bundled::CENTERFACE, &bundled::MOBILEFACENET]
+    }
+
+    /// The faces of `photo`, largest first, with the aligned crop of the largest.
+    pub fn locate(&self, photo: &RgbImage) -> Result<LocatedFaces, ModelError> {
+        let mut faces = self.detector.detect(photo, self.detection_threshold)?;
+        faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+        let crop = faces
+            .first()
+            .and_then(|face| align(photo, &face.landmarks, &ARCFACE_112, embedding::CROP_SIZE));
+        Ok(LocatedFaces { faces, crop })
+    }
+
+    /// One embedding per aligned crop, in order.
+    pub fn embed(&self, crops: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut embeddings = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(embedding::BATCH) {
+            // The model's batch is fixed at two: an odd crop out is paired with itself.
+            let second = chunk.get(1).unwrap_or(&chunk[0]);
+            let [a, b] = self.embedder.embed_pair(chunk[0], second)?;
+            embeddings.push(a);
+            if chunk.len() == 2 {
+                embeddings.push(b);
+            }
+        }
+        Ok(embeddings)
+    }
+}
+
+/// Live feedback on camera frames: BlazeFace, then the quality report of the largest face.
+#[derive(Debug, Clone)]
+pub struct FrameQuality {
+    detector: BlazeFaceDetector,
+    pub limits: QualityThresholds,
+    /// Minimum detector confidence of a face.
+    pub detection_threshold: f32,
+}
+
+impl FrameQuality {
+    pub fn bundled() -> Result<Self, ModelError> {
+        Ok(Self {
+            detector: BlazeFaceDetector::load(bundled::BLAZEFACE_SHORT_RANGE.onnx)?,
+            limits: QualityThresholds::default(),
+            detection_threshold: 0.5,
+        })
+    }
+
+    /// The quality report of a selfie frame.
+    pub fn assess(&self, frame: &RgbImage) -> Result<QualityReport, ModelError> {
+        let mut faces = self.detector.detect(frame, self.detection_threshold)?;
+        faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
+        Ok(quality::assess(
+            frame,
+            &faces,
+            Capture::Selfie,
+            &self.limits,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_passes_scores_at_the_threshold() {
+        let policy = MatchPolicy {
+            threshold: 0.5,
+            calibrated_fmr: 0.01,
+        };
+        assert!(policy.judge(0.5).passed);
+        assert!(!policy.judge(0.49).passed);
+    }
+
+    fn fixture_frame(name: &str) -> RgbImage {
+        let path = format!(
+            "{}/../../shared/fixtures/faces/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let bytes = std::fs::read(&path).expect("the shared face fixtures are beside the checkout");
+        let photo = crate::decode(&bytes, &crate::DecodeLimits::default())
+            .unwrap()
+            .image;
+        // A camera frame: the longer side 640 pixels.
+        let scale = 640.0 / photo.width().max(photo.height()) as f32;
+        let (w, h) = (photo.width() as f32 * scale, photo.height() as f32 * scale);
+        image::imageops::resize(
+            &photo,
+            w as u32,
+            h as u32,
+            image::imageops::FilterType::Triangle,
+        )
+    }
+
+    #[test]
+    fn blazeface_and_centerface_agree_on_the_eyes() {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let blazeface = BlazeFaceDetector::load(bundled::BLAZEFACE_SHORT_RANGE.onnx).unwrap();
+        for name in ["img1.jpg", "img13.jpg", "img20.jpg"] {
+            let frame = fixture_frame(name);
+            let fast = blazeface.detect(&frame, 0.5).unwrap();
+            let reference = chain.locate(&frame).unwrap().faces;
+            assert_eq!(fast.len(), 1, "{name}: {fast:?}");
+            let [a_left, a_right, ..] = fast[0].landmarks;
+            let [b_left, b_right, ..] = reference[0].landmarks;
+            let inter_eye = (b_right.x - b_left.x).hypot(b_right.y - b_left.y);
+            for (a, b) in [(a_left, b_left), (a_right, b_right)] {
+                let gap = (a.x - b.x).hypot(a.y - b.y);
+                // The two models were trained on differently placed eye points.
+                assert!(gap < 0.3 * inter_eye, "{name}: {a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_good_frame_passes_and_a_blank_one_has_no_face() {
+        let checker = FrameQuality::bundled().unwrap();
+        let report = checker.assess(&fixture_frame("img1.jpg")).unwrap();
+        assert!(report.failures.is_empty(), "{report:?}");
+        let blank = RgbImage::from_pixel(640, 480, image::Rgb([90, 90, 90]));
+        let report = checker.assess(&blank).unwrap();
+        assert_eq!(report.failures, vec![idyntra_types::QualityCode::NoFace]);
+    }
+
+    #[test]
+    fn an_odd_number_of_crops_gets_one_embedding_each() {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let grey = RgbImage::from_pixel(112, 112, image::Rgb([120, 120, 120]));
+        let dark = RgbImage::from_pixel(112, 112, image::Rgb([20, 20, 20]));
+        let out = chain.embed(&[&grey, &dark, &grey]).unwrap();
+        assert_eq!(out.len(), 3);
+        assert!((embedding::cosine(&out[0], &out[2]) - 1.0).abs() < 1e-5);
+        assert!(embedding::cosine(&out[0], &out[1]) < 0.999);
+    }
+}
