@@ -1,10 +1,11 @@
-//! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `eval faces`.
+//! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `verify`,
+//! `eval faces`.
 //!
 //! Every command reads the same configuration as the server, so it talks to the same database.
 //! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -19,6 +20,7 @@ use crate::app::App;
 use crate::clock;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::eval;
+use crate::verify;
 use crate::ids;
 use crate::store::{Account, ApiKeyRecord, AuditEvent, GENESIS_HASH, audit_verify_page};
 use crate::telemetry;
@@ -46,6 +48,16 @@ enum Command {
     /// Check the audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Compare the face of a selfie with the face of an identity document, offline.
+    Verify {
+        #[arg(long)]
+        selfie: PathBuf,
+        #[arg(long)]
+        document: PathBuf,
+        /// Print the result as one JSON object, shaped like the API's `session.result`.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure accuracy on labelled photos.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -128,8 +140,14 @@ enum AuditCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // Offline model commands need neither the configuration nor a runtime.
-    if let Command::Eval(command) = cli.command {
-        return report_failure(run_eval(command));
+    match cli.command {
+        Command::Eval(command) => return report_failure(run_eval(command)),
+        Command::Verify {
+            selfie,
+            document,
+            json,
+        } => return report_failure(run_verify(&selfie, &document, json)),
+        _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -152,6 +170,17 @@ fn report_failure(outcome: anyhow::Result<ExitCode>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run_verify(selfie: &Path, document: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let chain = FaceChain::bundled(FaceChain::CANVAS)?;
+    let result = verify::verify(selfie, document, &chain, MatchPolicy::MOBILEFACENET)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", verify::text(&result));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
@@ -214,7 +243,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Command::Keys(keys) => run_keys(&app, keys).await,
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
-                Command::Serve { .. } | Command::Eval(_) => unreachable!("handled above"),
+                Command::Serve { .. } | Command::Eval(_) | Command::Verify { .. } => unreachable!("handled above"),
             };
         }
     }

@@ -23,6 +23,7 @@ pub mod redis_link;
 pub mod request_id;
 pub mod store;
 pub mod telemetry;
+pub mod verify;
 
 use std::future::Future;
 use std::net::SocketAddr;

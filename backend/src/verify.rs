@@ -1,0 +1,220 @@
+//! `idyntra verify --selfie A --document B`: the face chain on two photos, offline, with the same
+//! result shape as the API (`session.result`).
+//!
+//! Two still photos cannot prove liveness, and no manipulation detector is bundled yet, so the
+//! best decision here is `needs_review`; a mismatch, a missing face or a poor photo rejects.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use idyntra_models::quality::{self, Capture, QualityThresholds};
+use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding};
+use idyntra_types::{
+    ModelUsed, QualityCode, QualityResult, ReasonCode, VerificationResult,
+};
+
+/// The overall quality score at or above which a photo is usable (a component at its limit
+/// scores 50).
+pub const QUALITY_THRESHOLD: u8 = 50;
+
+/// Compares the face of `selfie` with the face of `document`.
+pub fn verify(
+    selfie: &Path,
+    document: &Path,
+    chain: &FaceChain,
+    policy: MatchPolicy,
+) -> anyhow::Result<VerificationResult> {
+    let mut timings = BTreeMap::new();
+    let mut timed = |stage: &str, started: Instant| {
+        timings.insert(stage.to_owned(), started.elapsed().as_secs_f64() * 1000.0);
+    };
+    let limits = QualityThresholds::default();
+    let mut photos = Vec::with_capacity(2);
+    for (role, path) in [("selfie", selfie), ("document", document)] {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{role}: cannot read {}", path.display()))?;
+        let started = Instant::now();
+        let photo = decode(&bytes, &DecodeLimits::default())
+            .map_err(|e| anyhow::anyhow!("{role} ({}): {e} [{}]", path.display(), e.code()))?
+            .image;
+        timed(&format!("{role}_decode"), started);
+        let started = Instant::now();
+        let located = chain.locate(&photo)?;
+        timed(&format!("{role}_detect_align"), started);
+        photos.push((photo, located));
+    }
+    let (selfie_photo, selfie_faces) = &photos[0];
+    let (document_photo, document_faces) = &photos[1];
+
+    let started = Instant::now();
+    let selfie_quality = quality::assess(
+        selfie_photo,
+        &selfie_faces.faces,
+        Capture::Selfie,
+        &limits,
+    );
+    let document_quality = quality::assess(
+        document_photo,
+        &document_faces.faces,
+        Capture::Document,
+        &limits,
+    );
+    timed("quality", started);
+
+    let face_match = match (&selfie_faces.crop, &document_faces.crop) {
+        (Some(a), Some(b)) => {
+            let started = Instant::now();
+            let embeddings = chain.embed(&[a, b])?;
+            timed("embed", started);
+            Some(policy.judge(embedding::cosine(&embeddings[0], &embeddings[1])))
+        }
+        _ => None,
+    };
+
+    let mut reasons = vec![
+        ReasonCode::LivenessNotChecked,
+        ReasonCode::ManipulationNotChecked,
+    ];
+    for report in [&selfie_quality, &document_quality] {
+        for failure in &report.failures {
+            reasons.push(match failure {
+                QualityCode::NoFace => ReasonCode::NoFace,
+                QualityCode::MultipleFaces => ReasonCode::MultipleFaces,
+                _ => ReasonCode::LowQuality,
+            });
+        }
+    }
+    if face_match.as_ref().is_some_and(|m| !m.passed) {
+        reasons.push(ReasonCode::FaceMismatch);
+    }
+    reasons.sort_unstable();
+    reasons.dedup();
+
+    let score = selfie_quality.score.min(document_quality.score);
+    let usable = selfie_quality.failures.is_empty() && document_quality.failures.is_empty();
+    Ok(VerificationResult {
+        decision: VerificationResult::decide(&reasons),
+        face_match,
+        liveness: None,
+        manipulation: None,
+        quality: QualityResult {
+            score,
+            threshold: QUALITY_THRESHOLD,
+            passed: usable,
+            selfie: selfie_quality,
+            document: Some(document_quality),
+        },
+        reasons,
+        models: chain
+            .models()
+            .iter()
+            .map(|m| ModelUsed {
+                name: m.name.to_owned(),
+                sha256: m.sha256.to_owned(),
+            })
+            .collect(),
+        timings_ms: timings,
+    })
+}
+
+/// The result for a terminal.
+pub fn text(result: &VerificationResult) -> String {
+    let mut out = String::new();
+    let decision = code(&result.decision);
+    let reasons: Vec<String> = result.reasons.iter().map(|r| code(r)).collect();
+    out.push_str(&format!("decision: {decision}"));
+    if !reasons.is_empty() {
+        out.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    out.push('\n');
+    match &result.face_match {
+        Some(m) => out.push_str(&format!(
+            "face match: score {:.4}, threshold {:.4} (calibrated for FMR {} %): {}\n",
+            m.score,
+            m.threshold,
+            m.calibrated_fmr * 100.0,
+            if m.passed { "passed" } else { "failed" }
+        )),
+        None => out.push_str("face match: not scored (no face in a photo)\n"),
+    }
+    let q = &result.quality;
+    let failures = |report: &idyntra_types::QualityReport| {
+        report
+            .failures
+            .iter()
+            .map(|f| code(f))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push_str(&format!(
+        "quality: {} (threshold {}): {}\n  selfie {} [{}] {:?}\n",
+        q.score,
+        q.threshold,
+        if q.passed { "passed" } else { "failed" },
+        q.selfie.score,
+        failures(&q.selfie),
+        q.selfie.components
+    ));
+    if let Some(document) = &q.document {
+        out.push_str(&format!(
+            "  document {} [{}] {:?}\n",
+            document.score,
+            failures(document),
+            document.components
+        ));
+    }
+    out.push_str("liveness: not checked (two still photos cannot prove liveness)\n");
+    out.push_str("manipulation: not checked (no manipulation detector is bundled)\n");
+    for model in &result.models {
+        out.push_str(&format!("model {}: sha256 {}\n", model.name, model.sha256));
+    }
+    let timings: Vec<String> = result
+        .timings_ms
+        .iter()
+        .map(|(stage, ms)| format!("{stage} {ms:.1}"))
+        .collect();
+    out.push_str(&format!("timings (ms): {}\n", timings.join(", ")));
+    out
+}
+
+/// The wire code of a unit enum value (its JSON string).
+fn code(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use idyntra_types::Decision;
+
+    use super::*;
+
+    #[test]
+    fn the_same_person_needs_review_and_different_people_are_rejected() {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
+        let path = |name: &str| Path::new(faces).join(name);
+        let policy = MatchPolicy::MOBILEFACENET;
+
+        let same = verify(&path("img1.jpg"), &path("img2.jpg"), &chain, policy).unwrap();
+        assert_eq!(same.decision, Decision::NeedsReview, "{}", text(&same));
+        assert_eq!(
+            same.reasons,
+            vec![
+                ReasonCode::LivenessNotChecked,
+                ReasonCode::ManipulationNotChecked
+            ]
+        );
+        assert!(same.face_match.as_ref().unwrap().passed);
+
+        let different = verify(&path("img1.jpg"), &path("img13.jpg"), &chain, policy).unwrap();
+        assert_eq!(different.decision, Decision::Rejected);
+        assert!(different.reasons.contains(&ReasonCode::FaceMismatch));
+        assert_eq!(different.models.len(), 2);
+        assert!(text(&different).starts_with("decision: rejected (face_mismatch"));
+    }
+}
