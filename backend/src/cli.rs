@@ -20,10 +20,10 @@ use crate::app::App;
 use crate::clock;
 use crate::config::{Config, LogConfig, LogFormat};
 use crate::eval;
-use crate::verify;
 use crate::ids;
 use crate::store::{Account, ApiKeyRecord, AuditEvent, GENESIS_HASH, audit_verify_page};
 use crate::telemetry;
+use crate::verify;
 
 #[derive(Debug, Parser)]
 #[command(name = "idyntra", version, about = "Identity verification service")]
@@ -243,7 +243,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Command::Keys(keys) => run_keys(&app, keys).await,
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
-                Command::Serve { .. } | Command::Eval(_) | Command::Verify { .. } => unreachable!("handled above"),
+                Command::Serve { .. } | Command::Eval(_) | Command::Verify { .. } => {
+                    unreachable!("handled above")
+                }
             };
         }
     }

@@ -11,9 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use idyntra_models::quality::{self, Capture, QualityThresholds};
 use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding};
-use idyntra_types::{
-    ModelUsed, QualityCode, QualityResult, ReasonCode, VerificationResult,
-};
+use idyntra_types::{ModelUsed, QualityCode, QualityResult, ReasonCode, VerificationResult};
 
 /// The overall quality score at or above which a photo is usable (a component at its limit
 /// scores 50).
@@ -49,12 +47,8 @@ pub fn verify(
     let (document_photo, document_faces) = &photos[1];
 
     let started = Instant::now();
-    let selfie_quality = quality::assess(
-        selfie_photo,
-        &selfie_faces.faces,
-        Capture::Selfie,
-        &limits,
-    );
+    let selfie_quality =
+        quality::assess(selfie_photo, &selfie_faces.faces, Capture::Selfie, &limits);
     let document_quality = quality::assess(
         document_photo,
         &document_faces.faces,

@@ -7,7 +7,10 @@ use idyntra_tests::Setup;
 use serde_json::Value;
 
 fn faces_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/faces"
+    ))
 }
 
 fn json_of(output: &std::process::Output) -> Value {
@@ -37,11 +40,20 @@ fn verify_prints_the_api_result_shape() {
     let face_match = &result["face_match"];
     assert_eq!(face_match["passed"], false);
     assert!(face_match["score"].as_f64().unwrap() < face_match["threshold"].as_f64().unwrap());
-    assert!(result["reasons"].as_array().unwrap().contains(&"face_mismatch".into()));
+    assert!(
+        result["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"face_mismatch".into())
+    );
     assert_eq!(result["quality"]["passed"], true);
     assert!(result["liveness"].is_null() && result["manipulation"].is_null());
     let models = result["models"].as_array().unwrap();
-    assert!(models.iter().all(|m| m["sha256"].as_str().unwrap().len() == 64));
+    assert!(
+        models
+            .iter()
+            .all(|m| m["sha256"].as_str().unwrap().len() == 64)
+    );
 }
 
 #[test]
@@ -100,7 +112,13 @@ fn eval_faces_reports_rates_with_intervals() {
     let configured = &report["configured"]["point"];
     assert_eq!(configured["fmr"]["errors"], 0);
     assert_eq!(configured["fnmr"]["errors"], 0);
-    assert_eq!(report["held_out"]["empirical"]["folds"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        report["held_out"]["empirical"]["folds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let ci = configured["fmr"]["ci95"].as_array().unwrap();
     assert!(ci[1].as_f64().unwrap() > 0.0);
 

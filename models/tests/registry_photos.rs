@@ -1,0 +1,114 @@
+//! The face chain on photos fetched from package registries and pinned by sha256
+//! (`models/tools/fetch-fixtures.sh`, run here on first use): public-domain photographs of Barack
+//! Obama and Joe Biden from PyPI `face_recognition==1.3.0` and NASA's astronaut portrait from
+//! PyPI `scikit-image==0.24.0`. None of these people is in the development set the threshold was
+//! calibrated on.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use idyntra_models::quality::{self, Capture, QualityThresholds};
+use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding};
+use idyntra_types::QualityCode;
+use image::RgbImage;
+
+/// The photo `name`, fetched on first use; fails loudly when it cannot be fetched.
+fn photo(name: &str) -> RgbImage {
+    static FETCH: Mutex<()> = Mutex::new(());
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures"));
+    let path = dir.join(name);
+    if !path.exists() {
+        let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+        if !path.exists() {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fetch-fixtures.sh");
+            let status = std::process::Command::new("bash")
+                .arg(script)
+                .status()
+                .expect("bash runs");
+            assert!(
+                status.success(),
+                "{script} failed: the registry photos are missing"
+            );
+        }
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    decode(&bytes, &DecodeLimits::default()).unwrap().image
+}
+
+fn chain() -> FaceChain {
+    FaceChain::bundled(FaceChain::CANVAS).unwrap()
+}
+
+#[test]
+fn one_face_is_found_in_each_portrait() {
+    let chain = chain();
+    for name in [
+        "obama.jpg",
+        "obama2.jpg",
+        "biden.jpg",
+        "astronaut.png",
+        "32bit.png",
+    ] {
+        let located = chain.locate(&photo(name)).unwrap();
+        assert_eq!(located.faces.len(), 1, "{name}: {:?}", located.faces);
+        assert!(located.crop.is_some(), "{name}");
+    }
+}
+
+#[test]
+fn the_same_person_matches_and_different_people_do_not() {
+    let chain = chain();
+    let names = [
+        "obama.jpg",
+        "obama2.jpg",
+        "obama3.jpg",
+        "biden.jpg",
+        "astronaut.png",
+    ];
+    let crops: Vec<RgbImage> = names
+        .iter()
+        .map(|name| chain.locate(&photo(name)).unwrap().crop.unwrap())
+        .collect();
+    let refs: Vec<&RgbImage> = crops.iter().collect();
+    let embeddings = chain.embed(&refs).unwrap();
+    let policy = MatchPolicy::MOBILEFACENET;
+    let judge =
+        |a: usize, b: usize| policy.judge(embedding::cosine(&embeddings[a], &embeddings[b]));
+    for (a, b) in [(0, 1), (0, 2), (1, 2)] {
+        let result = judge(a, b);
+        assert!(result.passed, "{} vs {}: {result:?}", names[a], names[b]);
+    }
+    for (a, b) in [(0, 3), (1, 3), (2, 3), (0, 4), (3, 4)] {
+        let result = judge(a, b);
+        assert!(!result.passed, "{} vs {}: {result:?}", names[a], names[b]);
+    }
+}
+
+#[test]
+fn quality_flags_a_blurred_and_a_darkened_copy() {
+    let chain = chain();
+    let limits = QualityThresholds::default();
+    for name in ["obama.jpg", "astronaut.png"] {
+        let original = photo(name);
+        let faces = chain.locate(&original).unwrap().faces;
+        let report = quality::assess(&original, &faces, Capture::Selfie, &limits);
+        assert!(report.failures.is_empty(), "{name}: {report:?}");
+
+        let blurred = image::imageops::blur(&original, faces[0].bbox.width() / 25.0);
+        let report = quality::assess(&blurred, &faces, Capture::Selfie, &limits);
+        assert_eq!(
+            report.failures,
+            vec![QualityCode::Blurry],
+            "{name}: {report:?}"
+        );
+
+        let mut dark = original.clone();
+        dark.pixels_mut()
+            .for_each(|p| p.0 = p.0.map(|c| (f32::from(c) * 0.25) as u8));
+        let report = quality::assess(&dark, &faces, Capture::Selfie, &limits);
+        assert!(
+            report.failures.contains(&QualityCode::TooDark),
+            "{name}: {report:?}"
+        );
+    }
+}
