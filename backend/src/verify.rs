@@ -117,7 +117,7 @@ pub fn verify(
 pub fn text(result: &VerificationResult) -> String {
     let mut out = String::new();
     let decision = code(&result.decision);
-    let reasons: Vec<String> = result.reasons.iter().map(|r| code(r)).collect();
+    let reasons: Vec<String> = result.reasons.iter().map(code).collect();
     out.push_str(&format!("decision: {decision}"));
     if !reasons.is_empty() {
         out.push_str(&format!(" ({})", reasons.join(", ")));
@@ -138,7 +138,7 @@ pub fn text(result: &VerificationResult) -> String {
         report
             .failures
             .iter()
-            .map(|f| code(f))
+            .map(code)
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -17,6 +17,7 @@ pub mod chain;
 pub mod embedding;
 pub mod evaluation;
 pub mod face;
+pub mod liveness;
 pub mod quality;
 pub mod tract_runner;
 

@@ -71,15 +71,28 @@ fn ramp(value: f32, bad: f32, good: f32) -> u8 {
     (t * 100.0).round() as u8
 }
 
-fn midpoint(a: Point, b: Point) -> Point {
+pub(crate) fn midpoint(a: Point, b: Point) -> Point {
     Point {
         x: (a.x + b.x) / 2.0,
         y: (a.y + b.y) / 2.0,
     }
 }
 
-/// Yaw, pitch and roll in degrees from five landmarks.
-fn pose(face: &Face) -> (f32, f32, f32, f32) {
+/// Head pose from five landmarks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadPose {
+    /// Degrees; positive when the nose is towards the image's right.
+    pub yaw: f32,
+    /// Degrees; positive when looking down.
+    pub pitch: f32,
+    /// Degrees; positive when the image-right eye is lower.
+    pub roll: f32,
+    /// Pixels between the eyes.
+    pub inter_eye: f32,
+}
+
+/// Yaw, pitch and roll of `face` (degenerate landmarks read as 90° of yaw and pitch).
+pub fn head_pose(face: &Face) -> HeadPose {
     let [left_eye, right_eye, nose, mouth_left, mouth_right] = face.landmarks;
     let (dx, dy) = (right_eye.x - left_eye.x, right_eye.y - left_eye.y);
     let inter_eye = dx.hypot(dy);
@@ -95,18 +108,23 @@ fn pose(face: &Face) -> (f32, f32, f32, f32) {
     let (nose_x, nose_y) = level(nose);
     let (_, mouth_y) = level(mouth);
     if inter_eye < 1.0 || mouth_y <= 0.0 {
-        return (90.0, 90.0, roll.to_degrees(), inter_eye);
+        return HeadPose {
+            yaw: 90.0,
+            pitch: 90.0,
+            roll: roll.to_degrees(),
+            inter_eye,
+        };
     }
     // Turning by θ moves the nose sideways by depth·sin θ and shortens the eye line by cos θ.
     let yaw = (nose_x / inter_eye / NOSE_DEPTH).atan();
     let pitch =
         ((nose_y / mouth_y - LEVEL_NOSE_HEIGHT) * mouth_y / (NOSE_DEPTH * inter_eye)).atan();
-    (
-        yaw.to_degrees(),
-        pitch.to_degrees(),
-        roll.to_degrees(),
+    HeadPose {
+        yaw: yaw.to_degrees(),
+        pitch: pitch.to_degrees(),
+        roll: roll.to_degrees(),
         inter_eye,
-    )
+    }
 }
 
 /// Grey (BT.601 luma) patch of the face's inner region, area-averaged.
@@ -191,7 +209,12 @@ pub fn assess(
         };
     };
     let (frame_w, frame_h) = (photo.width() as f32, photo.height() as f32);
-    let (yaw, pitch, roll, inter_eye) = pose(face);
+    let HeadPose {
+        yaw,
+        pitch,
+        roll,
+        inter_eye,
+    } = head_pose(face);
     let patch = face_patch(photo, face);
     let (luma, contrast) = mean_and_sd(&patch);
     let sharp = sharpness(&patch, contrast * contrast);
@@ -342,20 +365,20 @@ mod tests {
     fn a_frontal_face_has_no_pose() {
         let mut level = frontal();
         level.landmarks[2].y = 80.0 + 40.0 * LEVEL_NOSE_HEIGHT;
-        let (yaw, pitch, roll, inter_eye) = pose(&level);
-        assert!(yaw.abs() < 0.1 && pitch.abs() < 0.1 && roll.abs() < 0.1);
-        assert_eq!(inter_eye, 40.0);
+        let pose = head_pose(&level);
+        assert!(pose.yaw.abs() < 0.1 && pose.pitch.abs() < 0.1 && pose.roll.abs() < 0.1);
+        assert_eq!(pose.inter_eye, 40.0);
     }
 
     #[test]
     fn a_nose_off_to_the_side_is_yaw_and_tilted_eyes_are_roll() {
         let mut turned = frontal();
         turned.landmarks[2].x += 24.0; // 0.6 inter-eye: tan θ = 1
-        let (yaw, _, _, _) = pose(&turned);
+        let yaw = head_pose(&turned).yaw;
         assert!((yaw - 45.0).abs() < 0.5, "{yaw}");
         let mut tilted = frontal();
         tilted.landmarks[1].y += 40.0;
-        let (_, _, roll, _) = pose(&tilted);
+        let roll = head_pose(&tilted).roll;
         assert!((roll - 45.0).abs() < 0.5, "{roll}");
     }
 

@@ -4,11 +4,13 @@
 //! the `openapi` feature. Times on the wire are Unix seconds, as in Stripe's API.
 #![forbid(unsafe_code)]
 
+mod liveness;
 mod problem;
 mod result;
 mod session;
 mod token;
 
+pub use liveness::{ChallengeStep, FrameTiming, LivenessChallenge, TurnDirection};
 pub use problem::{FieldError, Problem};
 pub use result::{
     Decision, FaceMatchResult, ModelUsed, QualityCode, QualityComponents, QualityMeasurements,

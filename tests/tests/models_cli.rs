@@ -1,5 +1,6 @@
 //! The offline model commands of the real binary: `verify` and `eval faces`, on the shared
 //! development photos.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::path::PathBuf;
 
