@@ -30,6 +30,30 @@ impl ModelError {
     }
 }
 
+/// Runs `plan` on one input tensor of `shape` and returns every output, flattened — the same
+/// numbers every engine must give for the same ONNX file (the engine-parity tests compare them).
+fn run_raw(
+    plan: &Arc<TypedRunnableModel>,
+    model: &'static str,
+    shape: &[usize],
+    input: &[f32],
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    let error = |e: TractError| ModelError::new(model, e);
+    let input = Tensor::from_shape(shape, input).map_err(error)?;
+    let outputs = plan.run(tvec!(input.into())).map_err(error)?;
+    outputs
+        .iter()
+        .map(|output| {
+            Ok(output
+                .to_plain_array_view::<f32>()
+                .map_err(error)?
+                .iter()
+                .copied()
+                .collect())
+        })
+        .collect()
+}
+
 /// CenterFace on tract, for one square canvas size.
 #[derive(Debug, Clone)]
 pub struct CenterFaceDetector {
@@ -61,20 +85,21 @@ impl CenterFaceDetector {
         Ok(Self { plan, canvas })
     }
 
-    /// Faces in `photo` scoring above `threshold`, best first, in photo pixels.
-    pub fn detect(&self, photo: &RgbImage, threshold: f32) -> Result<Vec<Face>, ModelError> {
-        let error = |e: TractError| ModelError::new(Self::NAME, e);
-        let (input, placement) = centerface::input_tensor(photo, self.canvas);
-        let input = Tensor::from_shape(&[1, 3, self.canvas, self.canvas], &input).map_err(error)?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(error)?;
-        if outputs.len() != 4 {
+    /// The four output maps (heat map, scale, offset, landmarks) for a `[1, 3, canvas, canvas]`
+    /// input.
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let shape = [1, 3, self.canvas, self.canvas];
+        let maps = run_raw(&self.plan, Self::NAME, &shape, input)?;
+        if maps.len() != 4 {
             return Err(ModelError::new(Self::NAME, "expected four outputs"));
         }
-        let mut maps: Vec<Vec<f32>> = Vec::with_capacity(4);
-        for output in &outputs {
-            let view = output.to_plain_array_view::<f32>().map_err(error)?;
-            maps.push(view.iter().copied().collect());
-        }
+        Ok(maps)
+    }
+
+    /// Faces in `photo` scoring above `threshold`, best first, in photo pixels.
+    pub fn detect(&self, photo: &RgbImage, threshold: f32) -> Result<Vec<Face>, ModelError> {
+        let (input, placement) = centerface::input_tensor(photo, self.canvas);
+        let maps = self.raw_outputs(&input)?;
         Ok(centerface::decode_faces(
             OutputMaps {
                 heatmap: &maps[0],
@@ -116,28 +141,30 @@ impl BlazeFaceDetector {
         })
     }
 
-    /// Faces in `frame` scoring above `threshold`, best first, in frame pixels.
-    pub fn detect(&self, frame: &RgbImage, threshold: f32) -> Result<Vec<Face>, ModelError> {
-        let error = |e: TractError| ModelError::new(Self::NAME, e);
+    /// The regressors `[896 × 16]` and the logits `[896]` for a `[1, 3, 128, 128]` input.
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<[Vec<f32>; 2], ModelError> {
         let side = blazeface::INPUT;
-        let (input, scale) = blazeface::input_tensor(frame);
-        let input = Tensor::from_shape(&[1, 3, side, side], &input).map_err(error)?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(error)?;
+        let outputs = run_raw(&self.plan, Self::NAME, &[1, 3, side, side], input)?;
         let mut regressors = None;
         let mut logits = None;
-        // Told apart by shape: `[1, 896, 16]` regressors, `[1, 896, 1]` logits.
-        for output in &outputs {
-            let view = output.to_plain_array_view::<f32>().map_err(error)?;
-            let values: Vec<f32> = view.iter().copied().collect();
+        // Told apart by size: `[1, 896, 16]` regressors, `[1, 896, 1]` logits.
+        for values in outputs {
             match values.len() {
                 n if n == blazeface::ANCHORS * blazeface::VALUES => regressors = Some(values),
                 n if n == blazeface::ANCHORS => logits = Some(values),
                 _ => {}
             }
         }
-        let (Some(regressors), Some(logits)) = (regressors, logits) else {
-            return Err(ModelError::new(Self::NAME, "unexpected outputs"));
-        };
+        match (regressors, logits) {
+            (Some(regressors), Some(logits)) => Ok([regressors, logits]),
+            _ => Err(ModelError::new(Self::NAME, "unexpected outputs")),
+        }
+    }
+
+    /// Faces in `frame` scoring above `threshold`, best first, in frame pixels.
+    pub fn detect(&self, frame: &RgbImage, threshold: f32) -> Result<Vec<Face>, ModelError> {
+        let (input, scale) = blazeface::input_tensor(frame);
+        let [regressors, logits] = self.raw_outputs(&input)?;
         Ok(blazeface::decode_faces(
             &regressors,
             &logits,
@@ -172,29 +199,30 @@ impl MobileFaceNetEmbedder {
         Ok(Self { plan })
     }
 
+    /// The `[2 × 192]` embeddings for a `[2, 3, 112, 112]` input.
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let side = embedding::CROP_SIZE as usize;
+        let shape = [embedding::BATCH, 3, side, side];
+        let mut outputs = run_raw(&self.plan, Self::NAME, &shape, input)?;
+        if outputs.is_empty() {
+            return Err(ModelError::new(Self::NAME, "no output"));
+        }
+        Ok(outputs.swap_remove(0))
+    }
+
     /// The embeddings of two aligned crops, in order.
     pub fn embed_pair(
         &self,
         first: &RgbImage,
         second: &RgbImage,
     ) -> Result<[Vec<f32>; 2], ModelError> {
-        let error = |e: TractError| ModelError::new(Self::NAME, e);
-        let side = embedding::CROP_SIZE as usize;
         for crop in [first, second] {
             if crop.dimensions() != (embedding::CROP_SIZE, embedding::CROP_SIZE) {
                 return Err(ModelError::new(Self::NAME, "crops must be 112×112"));
             }
         }
         let input = embedding::input_tensor([first, second]);
-        let input =
-            Tensor::from_shape(&[embedding::BATCH, 3, side, side], &input).map_err(error)?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(error)?;
-        let values: Vec<f32> = outputs[0]
-            .to_plain_array_view::<f32>()
-            .map_err(error)?
-            .iter()
-            .copied()
-            .collect();
+        let values = self.raw_outputs(&input)?;
         if values.len() != embedding::BATCH * embedding::DIMENSION {
             return Err(ModelError::new(Self::NAME, "unexpected output size"));
         }

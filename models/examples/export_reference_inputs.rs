@@ -1,0 +1,48 @@
+//! Writes the model inputs of the engine-parity checks to `models/reference/` as PNG, made by
+//! this crate's own pre-processing from registry photos (`models/tools/fetch-fixtures.sh`):
+//! `cargo run --release -p idyntra-models --example export_reference_inputs`.
+//! Then `python3 models/tools/reference_outputs.py` runs onnxruntime on them. Each PNG holds
+//! exactly the pixels the input tensor is computed from (see `models/reference/README.md`).
+
+use idyntra_models::align::{ARCFACE_112, align};
+use idyntra_models::{DecodeLimits, FaceChain, decode};
+use image::RgbImage;
+use image::imageops::{FilterType, resize};
+
+/// `photo` scaled to fit a `side`×`side` square, in its top-left corner, black elsewhere — the
+/// canvas both detectors see.
+fn canvas(photo: &RgbImage, side: u32) -> RgbImage {
+    let scale = side as f32 / photo.width().max(photo.height()) as f32;
+    let w = ((photo.width() as f32 * scale).round() as u32).clamp(1, side);
+    let h = ((photo.height() as f32 * scale).round() as u32).clamp(1, side);
+    let mut out = RgbImage::new(side, side);
+    image::imageops::replace(&mut out, &resize(photo, w, h, FilterType::Triangle), 0, 0);
+    out
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = format!("{root}/reference");
+    let chain = FaceChain::bundled(FaceChain::CANVAS)?;
+    let read = |name: &str| -> Result<RgbImage, Box<dyn std::error::Error>> {
+        let bytes = std::fs::read(format!("{root}/fixtures/{name}"))
+            .map_err(|e| format!("{name}: {e} (run models/tools/fetch-fixtures.sh)"))?;
+        Ok(decode(&bytes, &DecodeLimits::default())?.image)
+    };
+    for name in ["obama", "biden"] {
+        let photo = read(&format!("{name}.jpg"))?;
+        canvas(&photo, 320).save(format!("{out}/centerface_{name}.png"))?;
+        canvas(&photo, 128).save(format!("{out}/blazeface_{name}.png"))?;
+        let face = chain
+            .locate(&photo)?
+            .faces
+            .into_iter()
+            .next()
+            .ok_or("no face")?;
+        align(&photo, &face.landmarks, &ARCFACE_112, 112)
+            .ok_or("bad landmarks")?
+            .save(format!("{out}/mobilefacenet_{name}.png"))?;
+    }
+    println!("reference inputs written to {out}");
+    Ok(())
+}
