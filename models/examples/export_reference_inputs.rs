@@ -5,20 +5,9 @@
 //! exactly the pixels the input tensor is computed from (see `models/reference/README.md`).
 
 use idyntra_models::align::{ARCFACE_112, align};
+use idyntra_models::canvas::square;
 use idyntra_models::{DecodeLimits, FaceChain, decode};
 use image::RgbImage;
-use image::imageops::{FilterType, resize};
-
-/// `photo` scaled to fit a `side`×`side` square, in its top-left corner, black elsewhere — the
-/// canvas both detectors see.
-fn canvas(photo: &RgbImage, side: u32) -> RgbImage {
-    let scale = side as f32 / photo.width().max(photo.height()) as f32;
-    let w = ((photo.width() as f32 * scale).round() as u32).clamp(1, side);
-    let h = ((photo.height() as f32 * scale).round() as u32).clamp(1, side);
-    let mut out = RgbImage::new(side, side);
-    image::imageops::replace(&mut out, &resize(photo, w, h, FilterType::Triangle), 0, 0);
-    out
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -31,8 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     for name in ["obama", "biden"] {
         let photo = read(&format!("{name}.jpg"))?;
-        canvas(&photo, 320).save(format!("{out}/centerface_{name}.png"))?;
-        canvas(&photo, 128).save(format!("{out}/blazeface_{name}.png"))?;
+        square(&photo, 320)
+            .0
+            .save(format!("{out}/centerface_{name}.png"))?;
+        square(&photo, 128)
+            .0
+            .save(format!("{out}/blazeface_{name}.png"))?;
         let face = chain
             .locate(&photo)?
             .faces

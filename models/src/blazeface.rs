@@ -8,7 +8,8 @@
 //! tragions), in input pixels relative to the anchor centre, plus a logit.
 
 use image::RgbImage;
-use image::imageops::{FilterType, resize};
+
+use crate::canvas;
 
 use crate::face::{BoundingBox, Face, Point, non_maximum_suppression};
 
@@ -23,11 +24,7 @@ const NMS_IOU: f32 = 0.3;
 /// The `[1, 3, 128, 128]` input (RGB scaled to −1…1, channels first) and the scale from frame
 /// pixels to input pixels.
 pub fn input_tensor(frame: &RgbImage) -> (Vec<f32>, f32) {
-    let (width, height) = frame.dimensions();
-    let scale = INPUT as f32 / width.max(height) as f32;
-    let fitted_width = ((width as f32 * scale).round() as u32).clamp(1, INPUT as u32);
-    let fitted_height = ((height as f32 * scale).round() as u32).clamp(1, INPUT as u32);
-    let fitted = resize(frame, fitted_width, fitted_height, FilterType::Triangle);
+    let (fitted, scale) = canvas::fit(frame, INPUT);
     let plane = INPUT * INPUT;
     // Padding is black, as in the scaled frame: −1.
     let mut tensor = vec![-1.0f32; 3 * plane];

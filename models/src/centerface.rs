@@ -7,7 +7,8 @@
 //! probability, the log of the box size, a sub-cell offset and the landmarks relative to the box.
 
 use image::RgbImage;
-use image::imageops::{FilterType, resize};
+
+use crate::canvas;
 
 use crate::face::{BoundingBox, Face, Point, non_maximum_suppression};
 
@@ -25,11 +26,7 @@ pub struct Placement {
 
 /// The `[1, 3, canvas, canvas]` input (RGB, 0–255, channels first) and how the photo was placed.
 pub fn input_tensor(photo: &RgbImage, canvas: usize) -> (Vec<f32>, Placement) {
-    let (width, height) = photo.dimensions();
-    let scale = canvas as f32 / width.max(height) as f32;
-    let fitted_width = ((width as f32 * scale).round() as u32).clamp(1, canvas as u32);
-    let fitted_height = ((height as f32 * scale).round() as u32).clamp(1, canvas as u32);
-    let fitted = resize(photo, fitted_width, fitted_height, FilterType::Triangle);
+    let (fitted, scale) = canvas::fit(photo, canvas);
     let plane = canvas * canvas;
     let mut tensor = vec![0.0f32; 3 * plane];
     for (x, y, pixel) in fitted.enumerate_pixels() {

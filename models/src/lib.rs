@@ -12,6 +12,7 @@ pub use decode::{DecodeError, DecodeLimits, DecodedImage, decode};
 pub mod align;
 pub mod blazeface;
 pub mod bundled;
+pub mod canvas;
 pub mod centerface;
 pub mod chain;
 pub mod embedding;

@@ -1,6 +1,10 @@
 //! tract gives the same outputs as onnxruntime, the reference engine, on the same ONNX files and
 //! the same input tensors (`models/reference/`: inputs made from registry photos by
-//! `examples/export_reference_inputs.rs`, outputs by `tools/reference_outputs.py`).
+//! `examples/export_reference_inputs.rs`, outputs by `tools/reference_outputs.py`). The same tests
+//! run natively and in wasm under Node:
+//! `CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner cargo test --target
+//! wasm32-unknown-unknown -p idyntra-models --test engine_parity` (everything is compiled in: a
+//! wasm test has no file system).
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use idyntra_models::bundled::{BLAZEFACE_SHORT_RANGE, CENTERFACE, MOBILEFACENET};
@@ -13,13 +17,22 @@ use serde_json::Value;
 const TOLERANCE: f32 = 1e-4;
 
 fn reference() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/reference/outputs.json");
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    serde_json::from_slice(include_bytes!("../reference/outputs.json")).unwrap()
 }
 
 fn input(name: &str) -> RgbImage {
-    let path = format!("{}/reference/{name}.png", env!("CARGO_MANIFEST_DIR"));
-    image::open(path).unwrap().to_rgb8()
+    let png: &[u8] = match name {
+        "centerface_obama" => include_bytes!("../reference/centerface_obama.png"),
+        "centerface_biden" => include_bytes!("../reference/centerface_biden.png"),
+        "blazeface_obama" => include_bytes!("../reference/blazeface_obama.png"),
+        "blazeface_biden" => include_bytes!("../reference/blazeface_biden.png"),
+        "mobilefacenet_obama" => include_bytes!("../reference/mobilefacenet_obama.png"),
+        "mobilefacenet_biden" => include_bytes!("../reference/mobilefacenet_biden.png"),
+        _ => panic!("no reference input {name}"),
+    };
+    image::load_from_memory_with_format(png, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8()
 }
 
 /// Channels first, each pixel value mapped by `scale`.
@@ -68,7 +81,8 @@ fn check(entry: &str, outputs: &[Vec<f32>]) {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn centerface_matches_onnxruntime() {
     let detector = CenterFaceDetector::load(CENTERFACE.onnx, 320).unwrap();
     for person in ["obama", "biden"] {
@@ -82,7 +96,8 @@ fn centerface_matches_onnxruntime() {
 
 /// BlazeFace on the anchors a decoder can reach (onnxruntime's logit above −5): the rest hold
 /// values in the thousands that nothing reads.
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn blazeface_matches_onnxruntime() {
     let detector = BlazeFaceDetector::load(BLAZEFACE_SHORT_RANGE.onnx).unwrap();
     let reference = reference();
@@ -112,7 +127,8 @@ fn blazeface_matches_onnxruntime() {
     }
 }
 
-#[test]
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
 fn mobilefacenet_matches_onnxruntime() {
     let embedder = MobileFaceNetEmbedder::load(MOBILEFACENET.onnx).unwrap();
     let (obama, biden) = (input("mobilefacenet_obama"), input("mobilefacenet_biden"));
