@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `verify`,
-//! `eval faces`.
+//! `eval faces|liveness`.
 //!
 //! Every command reads the same configuration as the server, so it talks to the same database.
 //! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
@@ -83,6 +83,17 @@ enum EvalCommand {
         /// Threshold to report rates at (default: the bundled calibration).
         #[arg(long)]
         threshold: Option<f32>,
+        /// Detector input size (a multiple of 32).
+        #[arg(long, default_value_t = FaceChain::CANVAS)]
+        canvas: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The active liveness check on recorded answers: BPCER, APCER overall and per attack.
+    Liveness {
+        /// Folder of answers, one sub-folder each with `response.json` and its frames.
+        #[arg(long)]
+        responses: PathBuf,
         /// Detector input size (a multiple of 32).
         #[arg(long, default_value_t = FaceChain::CANVAS)]
         canvas: usize,
@@ -213,6 +224,19 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", eval::faces_text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EvalCommand::Liveness {
+            responses,
+            canvas,
+            json,
+        } => {
+            let report = eval::liveness(&responses, canvas)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::liveness_text(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -1,4 +1,5 @@
-//! `idyntra eval faces`: face-matching accuracy of the bundled chain on labelled pairs of photos.
+//! `idyntra eval faces`: face-matching accuracy of the bundled chain on labelled pairs of photos;
+//! `idyntra eval liveness`: the active liveness check on recorded answers.
 //!
 //! Prints the ROC, the equal error rate, the threshold for a target false-match rate, the rates at
 //! the configured threshold, failures to detect, and a held-out estimate that calibrates each
@@ -9,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use idyntra_models::evaluation::{self, OperatingPoint, Rate, ScoredPair};
-use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding};
+use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding, liveness};
+use idyntra_types::FrameTiming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -397,6 +399,162 @@ pub fn faces_text(report: &Value) -> String {
                 rate(&fold["fnmr"])
             ));
         }
+    }
+    out
+}
+
+/// `response.json` of one recorded answer to a liveness challenge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedResponse {
+    /// The session nonce the challenge was derived from.
+    nonce: String,
+    /// `live` or `attack`.
+    label: String,
+    /// The kind of attack, for the per-kind rates (`still`, `print`, `replay`, …).
+    #[serde(default)]
+    attack: Option<String>,
+    frames: Vec<RecordedFrame>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedFrame {
+    file: String,
+    at_ms: u32,
+    step: usize,
+}
+
+/// `idyntra eval liveness`: the active check on every `*/response.json` under `responses`.
+/// Reports BPCER (live answers refused) and APCER (attacks accepted, overall and per kind), in the
+/// vocabulary of ISO/IEC 30107-3.
+pub fn liveness(responses: &Path, canvas: usize) -> anyhow::Result<Value> {
+    let chain = FaceChain::bundled(canvas)?;
+    let limits = liveness::ActiveThresholds::default();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(responses)
+        .with_context(|| format!("cannot read {}", responses.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.join("response.json").is_file())
+        .collect();
+    dirs.sort();
+    if dirs.is_empty() {
+        bail!("no */response.json under {}", responses.display());
+    }
+    let mut results = Vec::new();
+    let (mut live, mut refused) = (0, 0);
+    let mut attacks: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for dir in &dirs {
+        let path = dir.join("response.json");
+        let text =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let response: RecordedResponse =
+            serde_json::from_slice(&text).with_context(|| format!("{}", path.display()))?;
+        let challenge = liveness::challenge_for(response.nonce.as_bytes());
+        let mut observations = Vec::with_capacity(response.frames.len());
+        for frame in &response.frames {
+            let file = dir.join(&frame.file);
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let image = decode(&bytes, &DecodeLimits::default())
+                .with_context(|| format!("{}", file.display()))?
+                .image;
+            let faces = chain.locate(&image)?.faces;
+            let mirrored = chain
+                .locate(&image::imageops::flip_horizontal(&image))?
+                .faces;
+            let timing = FrameTiming {
+                at_ms: frame.at_ms,
+                step: frame.step,
+            };
+            observations.push(liveness::observe(&image, &faces, &mirrored, timing));
+        }
+        let verdict = liveness::verify(&challenge, &observations, &limits);
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match response.label.as_str() {
+            "live" => {
+                live += 1;
+                refused += usize::from(!verdict.passed);
+            }
+            "attack" => {
+                let kind = response
+                    .attack
+                    .clone()
+                    .unwrap_or_else(|| "unnamed".to_owned());
+                let counts = attacks.entry(kind).or_default();
+                counts.0 += usize::from(verdict.passed);
+                counts.1 += 1;
+            }
+            other => bail!(
+                "{}: label must be `live` or `attack`, not `{other}`",
+                path.display()
+            ),
+        }
+        results.push(json!({
+            "response": name,
+            "label": response.label,
+            "attack": response.attack,
+            "frames": response.frames.len(),
+            "score": verdict.score,
+            "passed": verdict.passed,
+            "signals": verdict.signals,
+        }));
+    }
+    let accepted: usize = attacks.values().map(|c| c.0).sum();
+    let attempts: usize = attacks.values().map(|c| c.1).sum();
+    Ok(json!({
+        "responses": results.len(),
+        "threshold": limits.pass_score,
+        "bpcer": rate_json(&Rate::new(refused, live)),
+        "apcer": rate_json(&Rate::new(accepted, attempts)),
+        "apcer_by_attack": attacks
+            .iter()
+            .map(|(kind, (a, n))| (kind.clone(), rate_json(&Rate::new(*a, *n))))
+            .collect::<BTreeMap<_, _>>(),
+        "results": results,
+    }))
+}
+
+/// The liveness report as text for a terminal.
+pub fn liveness_text(report: &Value) -> String {
+    let rate = |r: &Value| {
+        format!(
+            "{:.2} % ({}/{}, 95 % CI {:.2}–{:.2} %)",
+            r["rate"].as_f64().unwrap_or(0.0) * 100.0,
+            r["errors"],
+            r["trials"],
+            r["ci95"][0].as_f64().unwrap_or(0.0) * 100.0,
+            r["ci95"][1].as_f64().unwrap_or(0.0) * 100.0
+        )
+    };
+    let mut out = format!(
+        "responses: {}; pass score {}\nBPCER (live refused): {}\nAPCER (attacks accepted): {}\n",
+        report["responses"],
+        report["threshold"],
+        rate(&report["bpcer"]),
+        rate(&report["apcer"])
+    );
+    for (kind, r) in report["apcer_by_attack"].as_object().into_iter().flatten() {
+        out.push_str(&format!("  {kind}: {}\n", rate(r)));
+    }
+    for result in report["results"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} ({}{}): score {:.2}, {}\n",
+            result["response"].as_str().unwrap_or("?"),
+            result["label"].as_str().unwrap_or("?"),
+            result["attack"]
+                .as_str()
+                .map(|a| format!(", {a}"))
+                .unwrap_or_default(),
+            result["score"].as_f64().unwrap_or(0.0),
+            if result["passed"] == true {
+                "passed"
+            } else {
+                "refused"
+            }
+        ));
     }
     out
 }

@@ -19,6 +19,7 @@ pub mod embedding;
 pub mod evaluation;
 pub mod face;
 pub mod liveness;
+pub mod liveness_samples;
 pub mod quality;
 pub mod tract_runner;
 

