@@ -30,6 +30,24 @@ impl ModelError {
     }
 }
 
+/// Parses `onnx`, fixes its input to `shape`, optimises it and makes it runnable.
+fn plan(
+    onnx: &[u8],
+    model: &'static str,
+    shape: &[usize],
+) -> Result<Arc<TypedRunnableModel>, ModelError> {
+    let error = |e: TractError| ModelError::new(model, e);
+    tract_onnx::onnx()
+        .model_for_read(&mut Cursor::new(onnx))
+        .map_err(error)?
+        .with_input_fact(0, f32::fact(shape).into())
+        .map_err(error)?
+        .into_optimized()
+        .map_err(error)?
+        .into_runnable()
+        .map_err(error)
+}
+
 /// Runs `plan` on one input tensor of `shape` and returns every output, flattened — the same
 /// numbers every engine must give for the same ONNX file (the engine-parity tests compare them).
 fn run_raw(
@@ -72,16 +90,7 @@ impl CenterFaceDetector {
                 "the canvas must be a multiple of 32",
             ));
         }
-        let error = |e: TractError| ModelError::new(Self::NAME, e);
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(onnx))
-            .map_err(error)?
-            .with_input_fact(0, f32::fact([1, 3, canvas, canvas]).into())
-            .map_err(error)?
-            .into_optimized()
-            .map_err(error)?
-            .into_runnable()
-            .map_err(error)?;
+        let plan = plan(onnx, Self::NAME, &[1, 3, canvas, canvas])?;
         Ok(Self { plan, canvas })
     }
 
@@ -124,19 +133,9 @@ impl BlazeFaceDetector {
     const NAME: &'static str = "blazeface_short_range";
 
     pub fn load(onnx: &[u8]) -> Result<Self, ModelError> {
-        let error = |e: TractError| ModelError::new(Self::NAME, e);
         let side = blazeface::INPUT;
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(onnx))
-            .map_err(error)?
-            .with_input_fact(0, f32::fact([1, 3, side, side]).into())
-            .map_err(error)?
-            .into_optimized()
-            .map_err(error)?
-            .into_runnable()
-            .map_err(error)?;
         Ok(Self {
-            plan,
+            plan: plan(onnx, Self::NAME, &[1, 3, side, side])?,
             anchors: Arc::new(blazeface::anchors()),
         })
     }
@@ -185,18 +184,10 @@ impl MobileFaceNetEmbedder {
     const NAME: &'static str = "mobilefacenet";
 
     pub fn load(onnx: &[u8]) -> Result<Self, ModelError> {
-        let error = |e: TractError| ModelError::new(Self::NAME, e);
         let side = embedding::CROP_SIZE as usize;
-        let plan = tract_onnx::onnx()
-            .model_for_read(&mut Cursor::new(onnx))
-            .map_err(error)?
-            .with_input_fact(0, f32::fact([embedding::BATCH, 3, side, side]).into())
-            .map_err(error)?
-            .into_optimized()
-            .map_err(error)?
-            .into_runnable()
-            .map_err(error)?;
-        Ok(Self { plan })
+        Ok(Self {
+            plan: plan(onnx, Self::NAME, &[embedding::BATCH, 3, side, side])?,
+        })
     }
 
     /// The `[2 × 192]` embeddings for a `[2, 3, 112, 112]` input.
