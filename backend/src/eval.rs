@@ -450,7 +450,7 @@ pub fn liveness(responses: &Path, canvas: usize) -> anyhow::Result<Value> {
         let response: RecordedResponse =
             serde_json::from_slice(&text).with_context(|| format!("{}", path.display()))?;
         let challenge = liveness::challenge_for(response.nonce.as_bytes());
-        let mut observations = Vec::with_capacity(response.frames.len());
+        let mut frames = Vec::with_capacity(response.frames.len());
         for frame in &response.frames {
             let file = dir.join(&frame.file);
             let bytes =
@@ -458,16 +458,13 @@ pub fn liveness(responses: &Path, canvas: usize) -> anyhow::Result<Value> {
             let image = decode(&bytes, &DecodeLimits::default())
                 .with_context(|| format!("{}", file.display()))?
                 .image;
-            let faces = chain.locate(&image)?.faces;
-            let mirrored = chain
-                .locate(&image::imageops::flip_horizontal(&image))?
-                .faces;
             let timing = FrameTiming {
                 at_ms: frame.at_ms,
                 step: frame.step,
             };
-            observations.push(liveness::observe(&image, &faces, &mirrored, timing));
+            frames.push((timing, image));
         }
+        let observations = chain.observe_answer(&frames)?;
         let verdict = liveness::verify(&challenge, &observations, &limits);
         let name = dir
             .file_name()

@@ -4,12 +4,13 @@
 use idyntra_types::FaceMatchResult;
 use image::RgbImage;
 
-use idyntra_types::QualityReport;
+use idyntra_types::{FrameTiming, QualityReport};
 
 use crate::align::{ARCFACE_112, align};
 use crate::bundled;
 use crate::embedding;
 use crate::face::Face;
+use crate::liveness::{self, FrameObservation};
 use crate::quality::{self, Capture, QualityThresholds};
 use crate::tract_runner::{
     BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, ModelError,
@@ -104,6 +105,48 @@ impl FaceChain {
             }
         }
         Ok(embeddings)
+    }
+}
+
+impl FaceChain {
+    /// Observes every frame of an answer to a liveness challenge: faces in the frame and in its
+    /// mirror image, and, for the middle frame of every step, the similarity of its face with the
+    /// first frame's (the capture).
+    pub fn observe_answer(
+        &self,
+        frames: &[(FrameTiming, RgbImage)],
+    ) -> Result<Vec<FrameObservation>, ModelError> {
+        let mut observations = Vec::with_capacity(frames.len());
+        let mut crops = Vec::with_capacity(frames.len());
+        for (timing, frame) in frames {
+            let located = self.locate(frame)?;
+            let mirrored = self.locate(&image::imageops::flip_horizontal(frame))?.faces;
+            observations.push(liveness::observe(frame, &located.faces, &mirrored, *timing));
+            crops.push(located.crop);
+        }
+        // The capture, then the middle frame of each step.
+        let mut compared: Vec<usize> = Vec::new();
+        let mut step_start = 0;
+        for i in 1..=frames.len() {
+            if i == frames.len() || frames[i].0.step != frames[step_start].0.step {
+                compared.push((step_start + i - 1) / 2);
+                step_start = i;
+            }
+        }
+        let Some(Some(capture)) = crops.first() else {
+            return Ok(observations);
+        };
+        let compared: Vec<usize> = compared
+            .into_iter()
+            .filter(|&i| crops[i].is_some())
+            .collect();
+        let mut batch: Vec<&RgbImage> = vec![capture];
+        batch.extend(compared.iter().filter_map(|&i| crops[i].as_ref()));
+        let embeddings = self.embed(&batch)?;
+        for (k, &i) in compared.iter().enumerate() {
+            observations[i].identity = Some(embedding::cosine(&embeddings[0], &embeddings[k + 1]));
+        }
+        Ok(observations)
     }
 }
 

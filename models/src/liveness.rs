@@ -84,6 +84,9 @@ pub struct FrameObservation {
     pub yaw_deg: Option<f32>,
     /// Mean RGB of the largest face's cheeks and nose.
     pub face_rgb: Option<[f32; 3]>,
+    /// Cosine similarity of this frame's face with the capture's, where the caller compared them
+    /// (embedding every frame is costly: one frame per step is enough to catch a swap).
+    pub identity: Option<f32>,
 }
 
 /// Measures `frame`, given its faces and those of its mirror image (both largest first). Landmark
@@ -102,6 +105,7 @@ pub fn observe(
             faces: 0,
             yaw_deg: None,
             face_rgb: None,
+            identity: None,
         };
     };
     let pose = head_pose(face);
@@ -135,6 +139,7 @@ pub fn observe(
         faces: faces.len(),
         yaw_deg: Some(yaw),
         face_rgb,
+        identity: None,
     }
 }
 
@@ -157,6 +162,9 @@ pub struct ActiveThresholds {
     pub max_duration_ms: u32,
     /// Scores at or above this pass.
     pub pass_score: f32,
+    /// Every compared frame must match the capture's face at least this well (the face-match
+    /// threshold): the person who turned is the person in the photo.
+    pub min_identity: f32,
 }
 
 impl Default for ActiveThresholds {
@@ -172,6 +180,7 @@ impl Default for ActiveThresholds {
             min_face_presence: 0.8,
             max_duration_ms: 30_000,
             pass_score: 0.75,
+            min_identity: crate::MatchPolicy::MOBILEFACENET.threshold,
         }
     }
 }
@@ -235,6 +244,17 @@ pub fn verify(
     // One face throughout.
     if frames.iter().any(|f| f.faces > 1) {
         return failed("multiple_faces", signals);
+    }
+    // One person throughout: a swap between the capture and the turns or flashes fails.
+    let identity = frames
+        .iter()
+        .filter_map(|f| f.identity)
+        .fold(f32::INFINITY, f32::min);
+    if identity.is_finite() {
+        signals.insert("min_identity".to_owned(), identity);
+        if identity < limits.min_identity {
+            return failed("identity", signals);
+        }
     }
     let presence = frames.iter().filter(|f| f.faces == 1).count() as f32 / frames.len() as f32;
     signals.insert("face_presence".to_owned(), presence);
@@ -397,6 +417,7 @@ mod tests {
                     faces: 1,
                     yaw_deg: Some(yaw),
                     face_rgb: Some(face_rgb),
+                    identity: Some(0.9),
                 });
             }
         }
@@ -417,7 +438,7 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_timeline_or_a_second_face_fails() {
+    fn a_broken_timeline_a_second_face_or_another_person_fails() {
         let challenge = challenge_for(b"n");
         let limits = ActiveThresholds::default();
         let mut frames = response(&challenge, 0.05, true);
@@ -429,6 +450,12 @@ mod tests {
         let mut frames = response(&challenge, 0.05, true);
         frames.retain(|f| f.timing.step != 2);
         assert!(!verify(&challenge, &frames, &limits).passed);
+        let mut frames = response(&challenge, 0.05, true);
+        frames[7].identity = Some(0.1);
+        assert_eq!(
+            verify(&challenge, &frames, &limits).signals["failed_identity"],
+            1.0
+        );
         let mut frames = response(&challenge, 0.05, true);
         frames[5].faces = 2;
         assert_eq!(

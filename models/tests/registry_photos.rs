@@ -137,15 +137,7 @@ mod active_liveness {
         let chain = chain();
         let frames =
             liveness_samples::frames(challenge, answer, &frame("obama.jpg"), &frame("obama2.jpg"));
-        frames
-            .into_iter()
-            .map(|(timing, frame)| {
-                let faces = chain.locate(&frame).unwrap().faces;
-                let mirror = image::imageops::flip_horizontal(&frame);
-                let mirrored = chain.locate(&mirror).unwrap().faces;
-                liveness::observe(&frame, &faces, &mirrored, timing)
-            })
-            .collect()
+        chain.observe_answer(&frames).unwrap()
     }
 
     #[test]
@@ -179,5 +171,28 @@ mod active_liveness {
         assert_ne!(colours(&challenge), colours(&other));
         let replayed = liveness::verify(&other, &live, &limits);
         assert!(!replayed.passed, "{replayed:?}");
+    }
+
+    /// Someone else does the turns: the live answer's turn frames replaced by another person's.
+    #[test]
+    fn another_person_in_the_frames_fails() {
+        let chain = chain();
+        let challenge = liveness::challenge_for(b"session one");
+        let mut frames = liveness_samples::frames(
+            &challenge,
+            Answer::Live,
+            &frame("obama.jpg"),
+            &frame("obama2.jpg"),
+        );
+        let stranger = frame("biden.jpg");
+        for (timing, image) in &mut frames {
+            if matches!(challenge.steps[timing.step], ChallengeStep::Turn { .. }) {
+                *image = stranger.clone();
+            }
+        }
+        let observations = chain.observe_answer(&frames).unwrap();
+        let verdict = liveness::verify(&challenge, &observations, &ActiveThresholds::default());
+        assert!(!verdict.passed, "{verdict:?}");
+        assert_eq!(verdict.signals["failed_identity"], 1.0, "{verdict:?}");
     }
 }
