@@ -170,14 +170,36 @@ impl FrameQuality {
 
     /// The quality report of a selfie frame.
     pub fn assess(&self, frame: &RgbImage) -> Result<QualityReport, ModelError> {
+        self.assess_as(frame, Capture::Selfie)
+    }
+
+    /// The quality report of a photo taken for `capture`.
+    pub fn assess_as(
+        &self,
+        frame: &RgbImage,
+        capture: Capture,
+    ) -> Result<QualityReport, ModelError> {
+        let faces = self.faces(frame)?;
+        Ok(quality::assess(frame, &faces, capture, &self.limits))
+    }
+
+    /// The faces of `frame`, largest first.
+    pub fn faces(&self, frame: &RgbImage) -> Result<Vec<Face>, ModelError> {
         let mut faces = self.detector.detect(frame, self.detection_threshold)?;
         faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
-        Ok(quality::assess(
-            frame,
-            &faces,
-            Capture::Selfie,
-            &self.limits,
-        ))
+        Ok(faces)
+    }
+
+    /// Observes a frame of an answer to a liveness challenge, as [`FaceChain::observe_answer`]
+    /// does but with BlazeFace and without the identity comparison.
+    pub fn observe(
+        &self,
+        frame: &RgbImage,
+        timing: FrameTiming,
+    ) -> Result<FrameObservation, ModelError> {
+        let faces = self.faces(frame)?;
+        let mirrored = self.faces(&image::imageops::flip_horizontal(frame))?;
+        Ok(liveness::observe(frame, &faces, &mirrored, timing))
     }
 }
 

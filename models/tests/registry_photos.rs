@@ -173,6 +173,33 @@ mod active_liveness {
         assert!(!replayed.passed, "{replayed:?}");
     }
 
+    /// The edge's light path: BlazeFace on each frame and its mirror image, no identity check.
+    #[test]
+    fn blazeface_observations_tell_a_live_answer_from_a_still_and_a_print() {
+        let detector = idyntra_models::FrameQuality::bundled().unwrap();
+        let challenge = liveness::challenge_for(b"session one");
+        let verdict = |answer: Answer| {
+            let frames = liveness_samples::frames(
+                &challenge,
+                answer,
+                &frame("obama.jpg"),
+                &frame("obama2.jpg"),
+            );
+            let observations: Vec<FrameObservation> = frames
+                .iter()
+                .map(|(timing, image)| detector.observe(image, *timing).unwrap())
+                .collect();
+            liveness::verify(&challenge, &observations, &ActiveThresholds::default())
+        };
+        let live = verdict(Answer::Live);
+        assert!(live.passed, "{live:?}");
+        let still = verdict(Answer::Still);
+        assert!(!still.passed, "{still:?}");
+        let print = verdict(Answer::TiltedPrint);
+        assert!(!print.passed, "{print:?}");
+        assert_eq!(print.signals["turns"], 0.0, "{print:?}");
+    }
+
     /// Someone else does the turns: the live answer's turn frames replaced by another person's.
     #[test]
     fn another_person_in_the_frames_fails() {

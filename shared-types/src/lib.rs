@@ -4,12 +4,17 @@
 //! the `openapi` feature. Times on the wire are Unix seconds, as in Stripe's API.
 #![forbid(unsafe_code)]
 
+mod attestation;
 mod liveness;
 mod problem;
 mod result;
 mod session;
 mod token;
 
+pub use attestation::{
+    ATTESTATION_AUDIENCE, AttestResponse, AttestationClaims, AttestedImage, AttestedLiveness,
+    EdgeChecks, ImageRole, Jwk, JwkSet,
+};
 pub use liveness::{ChallengeStep, FrameTiming, LivenessChallenge, TurnDirection};
 pub use problem::{FieldError, Problem};
 pub use result::{

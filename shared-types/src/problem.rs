@@ -33,6 +33,9 @@ pub struct FieldError {
     /// JSON pointer or parameter name of the field.
     pub field: String,
     pub message: String,
+    /// Stable machine-readable code of this field's problem, where it has one (e.g. `too_dark`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl Problem {

@@ -72,6 +72,39 @@ pub enum QualityCode {
     Blurry,
 }
 
+impl QualityCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NoFace => "no_face",
+            Self::MultipleFaces => "multiple_faces",
+            Self::FaceTooSmall => "face_too_small",
+            Self::FaceTooLarge => "face_too_large",
+            Self::NotCentred => "not_centred",
+            Self::Pose => "pose",
+            Self::TooDark => "too_dark",
+            Self::TooBright => "too_bright",
+            Self::LowContrast => "low_contrast",
+            Self::Blurry => "blurry",
+        }
+    }
+
+    /// What the person should do, in words a capture screen can show.
+    pub fn guidance(self) -> &'static str {
+        match self {
+            Self::NoFace => "No face was found: look at the camera.",
+            Self::MultipleFaces => "More than one face was found: only one person may be in view.",
+            Self::FaceTooSmall => "The face is too small: come closer.",
+            Self::FaceTooLarge => "The face is too close: move back a little.",
+            Self::NotCentred => "Centre the face in the frame.",
+            Self::Pose => "Look straight at the camera.",
+            Self::TooDark => "The picture is too dark: find more light.",
+            Self::TooBright => "The picture is too bright: avoid direct light.",
+            Self::LowContrast => "The picture is washed out: avoid light behind you.",
+            Self::Blurry => "The picture is blurry: hold still.",
+        }
+    }
+}
+
 /// Quality components, each 0 (unusable) … 100 (ideal), in the spirit of ISO/IEC 29794-5.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -198,6 +231,25 @@ impl VerificationResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quality_codes_name_themselves_as_serde_does() {
+        use QualityCode::*;
+        for code in [
+            NoFace,
+            MultipleFaces,
+            FaceTooSmall,
+            FaceTooLarge,
+            NotCentred,
+            Pose,
+            TooDark,
+            TooBright,
+            LowContrast,
+            Blurry,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
 
     #[test]
     fn a_failed_check_rejects_and_a_missing_one_asks_for_review() {

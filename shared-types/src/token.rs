@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::LivenessMode;
+
 /// The only scope a client token carries: submit the capture of one session.
 pub const CLIENT_TOKEN_SCOPE: &str = "session:submit";
 
@@ -29,4 +31,14 @@ pub struct ClientTokenClaims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// How the session proves liveness (tokens without it ask for the default, active).
+    #[serde(default)]
+    pub liveness: LivenessMode,
+    /// Whether the capture must include a document photo.
+    #[serde(default = "required")]
+    pub require_document: bool,
+}
+
+fn required() -> bool {
+    true
 }
