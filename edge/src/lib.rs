@@ -1,7 +1,28 @@
-//! The edge attestation service.
+//! The edge attestation service: it checks what the browser captured, close to the user, and signs
+//! what it saw so the backend can trust it without seeing the capture happen.
 //!
-//! One library with three hosts behind features (Cloudflare Worker, browser, native). It verifies the
-//! client token the backend issued for a session, re-runs the light checks on the capture and signs an
-//! attestation JWT. The client-token claims it verifies are defined in `idyntra-types`
-//! ([`idyntra_types::ClientTokenClaims`]); the checks and signing are not written yet.
+//! One library, several hosts: the core here has no platform code; [`native`] serves it over
+//! HTTP (embedded by the backend, or alone with `idyntra edge serve`).
 #![forbid(unsafe_code)]
+
+pub mod abuse;
+pub mod attest;
+pub mod capture;
+pub mod checks;
+pub mod jwt;
+pub mod keys;
+mod random;
+pub mod sample;
+pub mod token;
+pub mod verifier;
+
+#[cfg(feature = "native")]
+pub mod native;
+
+pub use abuse::{AbuseGuard, AbuseLimits};
+pub use attest::{AttestError, AttestRequest, Edge, EdgeSettings, SetupError};
+pub use capture::{Capture, CaptureError, CaptureLimits};
+pub use checks::{Checker, FailedCheck};
+pub use keys::{EdKey, KeyError, KeySet, PublicKey};
+pub use token::{ClientTokenVerifier, TokenError};
+pub use verifier::{AttestationError, AttestationVerifier};

@@ -1,0 +1,271 @@
+//! The checks the edge runs on a capture: decoding within limits, face quality of the selfie and
+//! the document, and the active liveness challenge, all with the light models that also run in
+//! the browser (BlazeFace; no face embedding at the edge).
+
+use idyntra_models::liveness::{self, ActiveThresholds};
+use idyntra_models::quality::Capture as Purpose;
+use idyntra_models::{DecodeLimits, FrameQuality, ModelError, bundled};
+use idyntra_types::{
+    AttestedImage, AttestedLiveness, EdgeChecks, ImageRole, LivenessMode, ModelUsed, QualityReport,
+    ScoredCheck,
+};
+use image::RgbImage;
+use sha2::{Digest, Sha256};
+
+use crate::capture::Capture;
+
+/// One check that failed, named so the capture screen can guide the person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCheck {
+    /// `selfie`, `document`, `timeline` or `liveness`.
+    pub part: &'static str,
+    /// Stable code, e.g. `too_dark` or `spoof_suspected`.
+    pub code: String,
+    pub message: String,
+}
+
+impl FailedCheck {
+    fn new(part: &'static str, code: &str, message: &str) -> Self {
+        Self {
+            part,
+            code: code.to_owned(),
+            message: message.to_owned(),
+        }
+    }
+}
+
+/// What the checks found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckOutcome {
+    /// Absent when the selfie could not be decoded.
+    pub checks: Option<EdgeChecks>,
+    /// Every image, in upload order, with its hash.
+    pub images: Vec<AttestedImage>,
+    /// Empty when everything passed.
+    pub failures: Vec<FailedCheck>,
+}
+
+/// What a session asks of its capture, from its client token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirements {
+    pub liveness: LivenessMode,
+    pub require_document: bool,
+    /// The session nonce the active challenge is derived from.
+    pub nonce: String,
+}
+
+/// The models and limits of the checks, loaded once and shared by every request.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    frames: FrameQuality,
+    /// Limits for every uploaded image.
+    pub decode: DecodeLimits,
+    pub active: ActiveThresholds,
+}
+
+impl Checker {
+    pub fn bundled() -> Result<Self, ModelError> {
+        Ok(Self {
+            frames: FrameQuality::bundled()?,
+            decode: DecodeLimits {
+                max_bytes: 8 * 1024 * 1024,
+                max_pixels: 24_000_000,
+                max_side: 8_000,
+            },
+            active: ActiveThresholds::default(),
+        })
+    }
+
+    /// The models behind every check.
+    pub fn models(&self) -> Vec<ModelUsed> {
+        let model = bundled::BLAZEFACE_SHORT_RANGE;
+        vec![ModelUsed {
+            name: model.name.to_owned(),
+            sha256: model.sha256.to_owned(),
+        }]
+    }
+
+    /// Runs every check on `capture`; a model that cannot run is an error of the service, not of
+    /// the capture.
+    pub fn check(
+        &self,
+        capture: &Capture,
+        needs: &Requirements,
+    ) -> Result<CheckOutcome, ModelError> {
+        let mut failures = Vec::new();
+        let images = attested_images(capture);
+        let decoded: Vec<Option<RgbImage>> = capture
+            .selfies
+            .iter()
+            .enumerate()
+            .map(|(i, bytes)| {
+                idyntra_models::decode(bytes, &self.decode)
+                    .map(|d| d.image)
+                    .map_err(|error| {
+                        let part = if i == 0 { "selfie" } else { "frames" };
+                        failures.push(FailedCheck::new(part, error.code(), &error.to_string()));
+                    })
+                    .ok()
+            })
+            .collect();
+
+        let selfie_quality = match &decoded[0] {
+            Some(selfie) => Some(self.quality("selfie", selfie, Purpose::Selfie, &mut failures)?),
+            None => None,
+        };
+        let document_quality = match &capture.document {
+            Some(bytes) => match idyntra_models::decode(bytes, &self.decode) {
+                Ok(document) => Some(self.quality(
+                    "document",
+                    &document.image,
+                    Purpose::Document,
+                    &mut failures,
+                )?),
+                Err(error) => {
+                    failures.push(FailedCheck::new(
+                        "document",
+                        error.code(),
+                        &error.to_string(),
+                    ));
+                    None
+                }
+            },
+            None if needs.require_document => {
+                failures.push(FailedCheck::new(
+                    "document",
+                    "document_missing",
+                    "This session needs a photo of the identity document.",
+                ));
+                None
+            }
+            None => None,
+        };
+        let challenge = match needs.liveness {
+            LivenessMode::Active => {
+                Some(self.challenge(capture, &decoded, needs, &mut failures)?)
+            }
+            LivenessMode::Passive => None,
+        };
+        let checks = selfie_quality.map(|selfie_quality| EdgeChecks {
+            selfie_quality,
+            document_quality,
+            liveness: AttestedLiveness {
+                mode: needs.liveness,
+                challenge,
+                // No passive presentation-attack model ships yet (docs/VISION.md).
+                pad: None,
+                method_version: liveness::CHALLENGE_VERSION,
+            },
+        });
+        Ok(CheckOutcome {
+            checks,
+            images,
+            failures,
+        })
+    }
+
+    fn quality(
+        &self,
+        part: &'static str,
+        image: &RgbImage,
+        purpose: Purpose,
+        failures: &mut Vec<FailedCheck>,
+    ) -> Result<QualityReport, ModelError> {
+        let report = self.frames.assess_as(image, purpose)?;
+        failures.extend(
+            report
+                .failures
+                .iter()
+                .map(|code| FailedCheck::new(part, code.as_str(), code.guidance())),
+        );
+        Ok(report)
+    }
+
+    /// The active challenge derived from the session nonce, judged on the selfie parts.
+    fn challenge(
+        &self,
+        capture: &Capture,
+        decoded: &[Option<RgbImage>],
+        needs: &Requirements,
+        failures: &mut Vec<FailedCheck>,
+    ) -> Result<ScoredCheck, ModelError> {
+        let challenge = liveness::challenge_for(needs.nonce.as_bytes());
+        let mut observations = Vec::with_capacity(decoded.len());
+        if let Some(timeline) = &capture.timeline {
+            for (frame, timing) in decoded.iter().zip(timeline) {
+                // An undecodable frame is already a failure; the rest are still judged.
+                if let Some(frame) = frame {
+                    observations.push(self.frames.observe(frame, *timing)?);
+                }
+            }
+        } else {
+            failures.push(FailedCheck::new(
+                "timeline",
+                "timeline_missing",
+                "An active liveness session sends the challenge frames with their timeline.",
+            ));
+        }
+        let verdict = liveness::verify(&challenge, &observations, &self.active);
+        if !verdict.passed {
+            failures.push(liveness_failure(&verdict));
+        }
+        Ok(verdict)
+    }
+}
+
+/// The code of a failed challenge: what went wrong, where the verifier says.
+fn liveness_failure(verdict: &ScoredCheck) -> FailedCheck {
+    let failed = |reason: &str| verdict.signals.contains_key(&format!("failed_{reason}"));
+    let (code, message) = if failed("timeline") {
+        (
+            "challenge_incomplete",
+            "The challenge was not followed to the end: try again and follow every step.",
+        )
+    } else if failed("multiple_faces") {
+        ("multiple_faces", "Only one person may be in view.")
+    } else if failed("face_presence") {
+        (
+            "face_not_seen",
+            "Keep your face in view during the whole challenge.",
+        )
+    } else if failed("identity") {
+        ("face_changed", "The same person must stay in view.")
+    } else {
+        (
+            "spoof_suspected",
+            "The challenge was not answered by a live person in front of the camera.",
+        )
+    };
+    FailedCheck::new("liveness", code, message)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn attested_images(capture: &Capture) -> Vec<AttestedImage> {
+    let mut images: Vec<AttestedImage> = capture
+        .selfies
+        .iter()
+        .enumerate()
+        .map(|(i, bytes)| AttestedImage {
+            role: if i == 0 {
+                ImageRole::Selfie
+            } else {
+                ImageRole::Frame
+            },
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            sha256: sha256_hex(bytes),
+            timing: capture.timeline.as_ref().and_then(|t| t.get(i).copied()),
+        })
+        .collect();
+    if let Some(document) = &capture.document {
+        images.push(AttestedImage {
+            role: ImageRole::Document,
+            index: 0,
+            sha256: sha256_hex(document),
+            timing: None,
+        });
+    }
+    images
+}

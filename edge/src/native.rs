@@ -1,0 +1,206 @@
+//! The native host: the edge over HTTP with axum. The backend embeds [`attest_route`] in its own
+//! router (single-binary setup); `idyntra edge serve` runs [`standalone`] alone.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use idyntra_types::Problem;
+use tokio::sync::Semaphore;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::attest::{AttestError, AttestRequest, Edge};
+use crate::capture::CaptureError;
+
+/// Names the client of a request for the failure lockout (its IP address, as the host trusts
+/// proxies).
+pub type ClientIdentity = Arc<dyn Fn(&axum::http::request::Parts) -> String + Send + Sync>;
+
+/// The edge with what serving it needs.
+#[derive(Clone)]
+pub struct EdgeService {
+    edge: Arc<Edge>,
+    identify: ClientIdentity,
+    /// Checks running at once; more are shed with `503` rather than queued.
+    permits: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for EdgeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeService")
+            .field("edge", &self.edge)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EdgeService {
+    /// `concurrency` checks run at once (each takes one CPU core for tens of milliseconds).
+    pub fn new(edge: Arc<Edge>, identify: ClientIdentity, concurrency: usize) -> Self {
+        Self {
+            edge,
+            identify,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+        }
+    }
+
+    pub fn edge(&self) -> &Arc<Edge> {
+        &self.edge
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// A problem+json answer.
+pub fn problem_response(problem: &Problem) -> Response {
+    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, Json(problem)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(Problem::CONTENT_TYPE),
+    );
+    response
+}
+
+fn error_response(error: &AttestError) -> Response {
+    if let AttestError::Internal(message) = error {
+        tracing::error!(error = %message, "attestation failed");
+    }
+    let mut response = problem_response(&error.problem());
+    if let Some(value) = error
+        .retry_after_secs()
+        .and_then(|seconds| HeaderValue::from_str(&seconds.to_string()).ok())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+/// `POST /v1/attest`.
+async fn attest(State(service): State<EdgeService>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = service.edge.settings().capture.max_body_bytes;
+    let too_large = || {
+        error_response(&AttestError::Capture(CaptureError::BodyTooLarge {
+            max: limit,
+        }))
+    };
+    // Refuse an announced oversized body before reading any of it.
+    let announced = header_text(&parts.headers, &header::CONTENT_LENGTH)
+        .and_then(|length| length.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return too_large();
+    }
+    let Ok(permit) = service.permits.clone().try_acquire_owned() else {
+        let mut response = problem_response(
+            &Problem::new(503, "overloaded", "Too many captures are being checked")
+                .with_detail("Try again in a second."),
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
+    let body = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(body) => body,
+        Err(_) => return too_large(),
+    };
+    let client = (service.identify)(&parts);
+    let authorization = header_text(&parts.headers, &header::AUTHORIZATION).map(str::to_owned);
+    let content_type = header_text(&parts.headers, &header::CONTENT_TYPE).map(str::to_owned);
+    let edge = service.edge.clone();
+    // Decoding and the models take tens of milliseconds of CPU: off the async threads.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        edge.attest(AttestRequest {
+            authorization: authorization.as_deref(),
+            content_type: content_type.as_deref(),
+            body,
+            client: &client,
+            now: now_secs(),
+        })
+    })
+    .await
+    .unwrap_or_else(|error| Err(AttestError::Internal(error.to_string())));
+    let mut response = match outcome {
+        Ok(answer) => Json(answer).into_response(),
+        Err(error) => error_response(&error),
+    };
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// `POST /v1/attest` alone, for a host that adds its own layers (the backend).
+pub fn attest_route(service: EdgeService) -> Router {
+    Router::new()
+        .route("/v1/attest", post(attest))
+        .with_state(service)
+}
+
+/// `GET /.well-known/jwks.json`.
+async fn jwks(State(service): State<EdgeService>) -> Response {
+    let mut response = Json(service.edge.jwks()).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    response
+}
+
+async fn not_found() -> Response {
+    problem_response(&Problem::new(404, "not_found", "Not found").with_detail("no such route"))
+}
+
+/// CORS from an allow-list of origins (`*` allows any: for development only).
+pub fn cors(allowed_origins: &[String]) -> CorsLayer {
+    let origins = if allowed_origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            allowed_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+}
+
+/// The edge on its own: `POST /v1/attest`, `GET /.well-known/jwks.json`, `GET /healthz`, with
+/// CORS from `allowed_origins` and a whole-request `timeout`.
+pub fn standalone(service: EdgeService, allowed_origins: &[String], timeout: Duration) -> Router {
+    let others = Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .with_state(service.clone());
+    attest_route(service)
+        .merge(others)
+        .fallback(not_found)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            timeout,
+        ))
+        .layer(cors(allowed_origins))
+}

@@ -1,0 +1,64 @@
+//! Captures made from still photos: the multipart body a browser would send for a session, for the
+//! tests, the benchmark and the wasm parity check. A live answer is the frontal photo lit by each
+//! screen colour and the turned photo for the turns (`idyntra_models::liveness_samples`).
+
+use std::io::Cursor;
+
+use idyntra_models::liveness::challenge_for;
+use idyntra_models::liveness_samples::{self, Answer};
+use image::{ImageFormat, RgbImage};
+
+use crate::capture::form;
+
+/// JPEG bytes of `image`.
+pub fn jpeg(image: &RgbImage) -> Vec<u8> {
+    let mut bytes = Cursor::new(Vec::new());
+    // Encoding an in-memory RGB image to JPEG cannot fail.
+    let _ = image.write_to(&mut bytes, ImageFormat::Jpeg);
+    bytes.into_inner()
+}
+
+/// `photo` scaled to `width` pixels wide, as a camera frame.
+pub fn camera_frame(photo: &RgbImage, width: u32) -> RgbImage {
+    let height = photo.height() * width / photo.width().max(1);
+    image::imageops::resize(
+        photo,
+        width,
+        height.max(1),
+        image::imageops::FilterType::Triangle,
+    )
+}
+
+/// The parts of a capture answering the challenge of `nonce`: the frames as `selfie` parts (the
+/// first is the selfie), their `timeline`, and `document` when given.
+pub fn active_parts(
+    nonce: &str,
+    answer: Answer,
+    frontal: &RgbImage,
+    turned_right: &RgbImage,
+    document: Option<&[u8]>,
+) -> Vec<(&'static str, Vec<u8>)> {
+    let challenge = challenge_for(nonce.as_bytes());
+    let frames = liveness_samples::frames(&challenge, answer, frontal, turned_right);
+    let timeline: Vec<_> = frames.iter().map(|(timing, _)| *timing).collect();
+    let mut parts: Vec<(&'static str, Vec<u8>)> = frames
+        .iter()
+        .map(|(_, frame)| ("selfie", jpeg(frame)))
+        .collect();
+    parts.push((
+        "timeline",
+        serde_json::to_vec(&timeline).unwrap_or_default(),
+    ));
+    if let Some(document) = document {
+        parts.push(("document", document.to_vec()));
+    }
+    parts
+}
+
+/// The multipart body of `parts`, with its content type.
+pub fn body(parts: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    (
+        form::content_type(),
+        form::body(parts.iter().map(|(name, bytes)| (*name, bytes.as_slice()))),
+    )
+}
