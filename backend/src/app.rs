@@ -41,6 +41,8 @@ pub struct App {
     pub redis: Option<Arc<RedisLink>>,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
+    /// The embedded edge (`edge.embedded`), serving `POST /v1/attest`.
+    pub edge: Option<Arc<idyntra_edge::Edge>>,
     /// When each key's `last_used_at` was last written, so a busy key costs one write a minute.
     key_touches: Mutex<HashMap<String, i64>>,
 }
@@ -54,6 +56,9 @@ const KEY_TOUCH_INTERVAL_MS: i64 = 60_000;
 struct DevSecrets {
     api_key_pepper: String,
     signing_seed: String,
+    /// Added after the first two: files written before it get one on the next start.
+    #[serde(default)]
+    edge_signing_seed: Option<String>,
 }
 
 impl App {
@@ -79,6 +84,11 @@ impl App {
             None => None,
         };
         let limiter = RateLimiter::new(redis.clone(), metrics.clone());
+        let edge = if config.edge.embedded {
+            Some(Arc::new(crate::edge_host::build(&config, Some(&signing))?))
+        } else {
+            None
+        };
         let client_tokens = ClientTokenIssuer::new(
             signing,
             &config.issuer,
@@ -93,6 +103,7 @@ impl App {
             redis,
             limiter,
             metrics,
+            edge,
             config,
             key_touches: Mutex::new(HashMap::new()),
         })
@@ -212,16 +223,63 @@ fn load_or_create_dev_secrets(data_dir: &Path) -> anyhow::Result<DevSecrets> {
     let path = data_dir.join("dev-secrets.json");
     if path.exists() {
         let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
-        return serde_json::from_str(&text).with_context(|| path.display().to_string());
+        let mut secrets: DevSecrets =
+            serde_json::from_str(&text).with_context(|| path.display().to_string())?;
+        if secrets.edge_signing_seed.is_none() {
+            secrets.edge_signing_seed = Some(new_seed());
+            let staged = data_dir.join("dev-secrets.json.new");
+            let _ = std::fs::remove_file(&staged);
+            write_private(&staged, &serde_json::to_vec_pretty(&secrets)?)
+                .and_then(|()| std::fs::rename(&staged, &path))
+                .with_context(|| path.display().to_string())?;
+        }
+        return Ok(secrets);
     }
     std::fs::create_dir_all(data_dir).with_context(|| data_dir.display().to_string())?;
     let secrets = DevSecrets {
         api_key_pepper: PlainKey::generate().expose().to_owned(),
-        signing_seed: SigningIdentity::generate("dev").seed_base64(),
+        signing_seed: new_seed(),
+        edge_signing_seed: Some(new_seed()),
     };
     write_private(&path, &serde_json::to_vec_pretty(&secrets)?)
         .with_context(|| path.display().to_string())?;
     Ok(secrets)
+}
+
+fn new_seed() -> String {
+    SigningIdentity::generate("dev").seed_base64()
+}
+
+/// The embedded or standalone edge's signing key: configured, or in `dev` generated and kept in
+/// `data_dir`.
+pub fn edge_signing_key(config: &Config) -> anyhow::Result<idyntra_edge::EdKey> {
+    let seed = match &config.edge.private_key {
+        Some(key) => key.clone(),
+        None => Secret::new(
+            load_or_create_dev_secrets(&config.data_dir)?
+                .edge_signing_seed
+                .unwrap_or_default(),
+        ),
+    };
+    idyntra_edge::EdKey::parse(&config.edge.kid, seed.expose())
+        .map_err(|e| anyhow::anyhow!("configuration: edge.private_key: {e}"))
+}
+
+/// The backend's client-token key from the configuration (or the dev secrets), when this
+/// process has it.
+pub fn backend_signing_identity(config: &Config) -> anyhow::Result<Option<SigningIdentity>> {
+    match &config.signing.private_key {
+        Some(key) => SigningIdentity::parse(&config.signing.kid, key)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("configuration: signing.private_key: {e}")),
+        None if config.profile == Profile::Dev => {
+            let dev = load_or_create_dev_secrets(&config.data_dir)?;
+            SigningIdentity::parse(&config.signing.kid, &Secret::new(dev.signing_seed))
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("dev secrets: {e}"))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Writes a file only its owner can read.

@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `verify`,
-//! `eval faces|liveness`.
+//! `eval faces|liveness`, `edge serve`.
 //!
 //! Every command reads the same configuration as the server, so it talks to the same database.
 //! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
@@ -61,6 +61,19 @@ enum Command {
     /// Measure accuracy on labelled photos.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// The edge attestation service on its own.
+    #[command(subcommand)]
+    Edge(EdgeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EdgeCommand {
+    /// Serve `POST /v1/attest`, `GET /.well-known/jwks.json` and `GET /healthz`.
+    Serve {
+        /// Address to listen on (default from configuration: 127.0.0.1:8787).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +257,16 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The edge alone needs none of the backend's database or secrets.
+    if let Command::Edge(EdgeCommand::Serve { listen }) = cli.command {
+        let mut config = Config::load_edge()?;
+        if let Some(listen) = listen {
+            config.edge.listen = listen;
+        }
+        telemetry::init_logging(&config.log);
+        crate::edge_host::serve(config).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut config = Config::load()?;
     match cli.command {
         Command::Serve { listen } => {
@@ -267,7 +290,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Command::Keys(keys) => run_keys(&app, keys).await,
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
-                Command::Serve { .. } | Command::Eval(_) | Command::Verify { .. } => {
+                Command::Serve { .. }
+                | Command::Eval(_)
+                | Command::Verify { .. }
+                | Command::Edge(_) => {
                     unreachable!("handled above")
                 }
             };
@@ -307,7 +333,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

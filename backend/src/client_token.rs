@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use idyntra_types::{CLIENT_TOKEN_SCOPE, ClientTokenClaims};
+use idyntra_types::{CLIENT_TOKEN_SCOPE, ClientTokenClaims, SessionOptions};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 
@@ -130,6 +130,7 @@ impl ClientTokenIssuer {
         session_id: &str,
         account_id: &str,
         nonce: &str,
+        options: &SessionOptions,
         now: i64,
         session_expires_at: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
@@ -146,6 +147,8 @@ impl ClientTokenIssuer {
             nbf: now,
             exp: now.saturating_add(ttl).min(session_expires_at),
             jti: ids::new_id("ctk"),
+            liveness: options.liveness,
+            require_document: options.require_document,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.identity.kid.clone());
@@ -196,7 +199,14 @@ mod tests {
         let issuer = issuer();
         let now = now();
         let token = issuer
-            .issue("ses_1", "acct_1", "nonce", now, now + 3600)
+            .issue(
+                "ses_1",
+                "acct_1",
+                "nonce",
+                &SessionOptions::default(),
+                now,
+                now + 3600,
+            )
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, Algorithm::EdDSA);
@@ -214,7 +224,16 @@ mod tests {
     fn tokens_never_outlive_their_session() {
         let issuer = issuer();
         let now = now();
-        let token = issuer.issue("ses_1", "acct_1", "n", now, now + 60).unwrap();
+        let token = issuer
+            .issue(
+                "ses_1",
+                "acct_1",
+                "n",
+                &SessionOptions::default(),
+                now,
+                now + 60,
+            )
+            .unwrap();
         assert_eq!(
             issuer.verify(&token, "idyntra-backend").unwrap().exp,
             now + 60
@@ -226,7 +245,14 @@ mod tests {
         let issuer = issuer();
         let now = now();
         let token = issuer
-            .issue("ses_1", "acct_1", "n", now, now + 3600)
+            .issue(
+                "ses_1",
+                "acct_1",
+                "n",
+                &SessionOptions::default(),
+                now,
+                now + 3600,
+            )
             .unwrap();
         assert!(issuer.verify(&token, "someone-else").is_err());
         let other = super::tests::issuer();
@@ -239,7 +265,14 @@ mod tests {
         );
         assert!(issuer.verify(&parts.join("."), "idyntra-edge").is_err());
         let expired = issuer
-            .issue("ses_1", "acct_1", "n", now - 4000, now - 3000)
+            .issue(
+                "ses_1",
+                "acct_1",
+                "n",
+                &SessionOptions::default(),
+                now - 4000,
+                now - 3000,
+            )
             .unwrap();
         assert!(issuer.verify(&expired, "idyntra-edge").is_err());
     }

@@ -87,6 +87,7 @@ pub struct Config {
     pub api_keys: ApiKeysConfig,
     pub signing: SigningConfig,
     pub sessions: SessionsConfig,
+    pub edge: EdgeConfig,
     pub log: LogConfig,
 }
 
@@ -107,6 +108,7 @@ impl Default for Config {
             api_keys: ApiKeysConfig::default(),
             signing: SigningConfig::default(),
             sessions: SessionsConfig::default(),
+            edge: EdgeConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -276,6 +278,54 @@ impl Default for SessionsConfig {
     }
 }
 
+/// The edge attestation service: embedded in the API server, or alone with `idyntra edge serve`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Serve `POST /v1/attest` from the API server too (the single-binary setup).
+    pub embedded: bool,
+    /// This edge's id: the `iss` of its attestations.
+    pub id: String,
+    /// Key id of the attestation signing key.
+    pub kid: String,
+    /// Ed25519 attestation signing key: a PKCS#8 PEM or the base64 of the 32-byte seed.
+    pub private_key: Option<Secret>,
+    /// Public keys of earlier attestation keys, still published until what they signed expires.
+    pub retired_keys: Vec<RetiredKey>,
+    /// Public keys of the backend that signs client tokens, for an edge that runs apart from it
+    /// (the backend's own key, when configured here, is always trusted).
+    pub client_token_keys: Vec<RetiredKey>,
+    /// Lifetime of an attestation, at most 10 minutes.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub attestation_ttl: Duration,
+    /// Address `idyntra edge serve` listens on.
+    pub listen: SocketAddr,
+    /// Largest `POST /v1/attest` body.
+    pub max_body_bytes: usize,
+    /// Most `selfie` parts (the selfie and the challenge frames) in one capture.
+    pub max_frames: usize,
+    /// Captures checked at once (0: one per CPU core); more are answered `503`.
+    pub concurrency: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            id: "idyntra-edge".to_owned(),
+            kid: "edge-1".to_owned(),
+            private_key: None,
+            retired_keys: Vec::new(),
+            client_token_keys: Vec::new(),
+            attestation_ttl: Duration::from_secs(5 * 60),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
+            max_body_bytes: 24 * 1024 * 1024,
+            max_frames: 40,
+            concurrency: 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -339,6 +389,25 @@ impl Config {
         file: Option<&Path>,
         vars: &[(String, String)],
     ) -> Result<Self, ConfigError> {
+        let config = Self::extract(file, vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Loads the configuration of `idyntra edge serve`: the rules of the edge only, so an edge
+    /// deployed apart from the backend needs none of the backend's secrets.
+    pub fn load_edge() -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().collect();
+        let file = vars
+            .iter()
+            .find(|(name, _)| name == CONFIG_FILE_ENV)
+            .map(|(_, value)| PathBuf::from(value));
+        let config = Self::extract(file.as_deref(), &vars)?;
+        config.validate_edge()?;
+        Ok(config)
+    }
+
+    fn extract(file: Option<&Path>, vars: &[(String, String)]) -> Result<Self, ConfigError> {
         // Defaults are a layer too, so a partial override (one field of a table) keeps the rest.
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         match file {
@@ -382,11 +451,9 @@ impl Config {
             let key = setting.to_ascii_lowercase().replace("__", ".");
             figment = figment.merge((key, value));
         }
-        let config: Config = figment
+        figment
             .extract()
-            .map_err(|error| ConfigError::Parse(error.to_string()))?;
-        config.validate()?;
-        Ok(config)
+            .map_err(|error| ConfigError::Parse(error.to_string()))
     }
 
     /// Whether the database is the embedded SQLite one.
@@ -452,24 +519,12 @@ impl Config {
                 "must be at least 32 characters of random data",
             ));
         }
-        for retired in &self.signing.retired_keys {
-            if retired.kid == self.signing.kid {
-                return Err(ConfigError::invalid(
-                    "signing.retired_keys",
-                    format!("kid {:?} is the current signing key's", retired.kid),
-                ));
-            }
-            let decoded = URL_SAFE_NO_PAD.decode(&retired.x).map(|bytes| bytes.len());
-            if decoded != Ok(32) {
-                return Err(ConfigError::invalid(
-                    "signing.retired_keys",
-                    format!(
-                        "x of {:?} must be a base64url Ed25519 public key",
-                        retired.kid
-                    ),
-                ));
-            }
-        }
+        check_public_keys(
+            "signing.retired_keys",
+            &self.signing.kid,
+            &self.signing.retired_keys,
+        )?;
+        self.validate_edge_settings()?;
         if self.profile == Profile::Dev {
             return Ok(());
         }
@@ -504,6 +559,14 @@ impl Config {
                 ),
             ));
         }
+        if self.edge.embedded && self.edge.private_key.is_none() {
+            return Err(ConfigError::invalid(
+                "edge.private_key",
+                format!(
+                    "required in the {profile} profile while edge.embedded is on (IDYNTRA_EDGE__PRIVATE_KEY or IDYNTRA_EDGE__PRIVATE_KEY_FILE)"
+                ),
+            ));
+        }
         if profile == Profile::Prod && self.uses_sqlite() && !self.allow_sqlite_in_prod {
             return Err(ConfigError::invalid(
                 "database_url",
@@ -512,6 +575,102 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The edge's own rules, shared by the API server (embedded edge) and `idyntra edge serve`.
+    fn validate_edge_settings(&self) -> Result<(), ConfigError> {
+        let edge = &self.edge;
+        if edge.kid == self.signing.kid {
+            return Err(ConfigError::invalid(
+                "edge.kid",
+                "must differ from signing.kid: both keys are published side by side",
+            ));
+        }
+        check_public_keys("edge.retired_keys", &edge.kid, &edge.retired_keys)?;
+        check_public_keys("edge.client_token_keys", "", &edge.client_token_keys)?;
+        if edge.attestation_ttl.is_zero() || edge.attestation_ttl > Duration::from_secs(600) {
+            return Err(ConfigError::invalid(
+                "edge.attestation_ttl",
+                "must be more than 0 and at most 10 minutes",
+            ));
+        }
+        if edge.max_body_bytes < 1024 || edge.max_frames == 0 {
+            return Err(ConfigError::invalid(
+                "edge.max_body_bytes",
+                "edge.max_body_bytes must be at least 1024 and edge.max_frames at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules of `idyntra edge serve`.
+    pub fn validate_edge(&self) -> Result<(), ConfigError> {
+        self.validate_edge_settings()?;
+        for origin in &self.http.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "http.allowed_origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        if self.profile == Profile::Dev {
+            return Ok(());
+        }
+        let profile = self.profile;
+        if self.http.allowed_origins.iter().any(|origin| origin == "*") {
+            return Err(ConfigError::invalid(
+                "http.allowed_origins",
+                format!("wildcard \"*\" is refused in the {profile} profile; list the origins"),
+            ));
+        }
+        if self.edge.private_key.is_none() {
+            return Err(ConfigError::invalid(
+                "edge.private_key",
+                format!("required in the {profile} profile (IDYNTRA_EDGE__PRIVATE_KEY_FILE)"),
+            ));
+        }
+        if self.signing.private_key.is_none() && self.edge.client_token_keys.is_empty() {
+            return Err(ConfigError::invalid(
+                "edge.client_token_keys",
+                format!(
+                    "required in the {profile} profile: the backend's public keys (its /.well-known/jwks.json)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Public keys of a key list: valid Ed25519 `x`, no kid twice, none named `current`.
+fn check_public_keys(
+    setting: &'static str,
+    current: &str,
+    keys: &[RetiredKey],
+) -> Result<(), ConfigError> {
+    for (i, key) in keys.iter().enumerate() {
+        if key.kid == current {
+            return Err(ConfigError::invalid(
+                setting,
+                format!("kid {:?} is the current signing key's", key.kid),
+            ));
+        }
+        if keys[..i].iter().any(|earlier| earlier.kid == key.kid) {
+            return Err(ConfigError::invalid(
+                setting,
+                format!("kid {:?} appears twice", key.kid),
+            ));
+        }
+        let decoded = URL_SAFE_NO_PAD.decode(&key.x).map(|bytes| bytes.len());
+        if decoded != Ok(32) {
+            return Err(ConfigError::invalid(
+                setting,
+                format!("x of {:?} must be a base64url Ed25519 public key", key.kid),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn is_string_setting(setting: &str) -> bool {
@@ -566,6 +725,7 @@ mod tests {
             ("IDYNTRA_HTTP__ALLOWED_HOSTS", "[\"api.example.com\"]"),
             ("IDYNTRA_API_KEYS__PEPPER", PEPPER),
             ("IDYNTRA_SIGNING__PRIVATE_KEY", "AAAA"),
+            ("IDYNTRA_EDGE__PRIVATE_KEY", "BBBB"),
         ]
     }
 
@@ -648,7 +808,7 @@ mod tests {
 
     #[test]
     fn prod_refusals_name_the_setting() {
-        let cases: [(&str, Option<&str>, &str); 6] = [
+        let cases: [(&str, Option<&str>, &str); 7] = [
             (
                 "IDYNTRA_HTTP__ALLOWED_ORIGINS",
                 Some("[\"*\"]"),
@@ -661,6 +821,7 @@ mod tests {
             ),
             ("IDYNTRA_API_KEYS__PEPPER", None, "api_keys.pepper"),
             ("IDYNTRA_SIGNING__PRIVATE_KEY", None, "signing.private_key"),
+            ("IDYNTRA_EDGE__PRIVATE_KEY", None, "edge.private_key"),
             ("IDYNTRA_DATABASE_URL", None, "database_url"),
             (
                 "IDYNTRA_DATABASE_URL",
@@ -681,6 +842,47 @@ mod tests {
         pairs.retain(|(k, _)| *k != "IDYNTRA_DATABASE_URL");
         pairs.push(("IDYNTRA_ALLOW_SQLITE_IN_PROD", "true"));
         load(&pairs).unwrap();
+        // A backend whose edge runs elsewhere does not hold the edge's key.
+        let mut pairs = prod();
+        pairs.retain(|(k, _)| *k != "IDYNTRA_EDGE__PRIVATE_KEY");
+        pairs.push(("IDYNTRA_EDGE__EMBEDDED", "false"));
+        load(&pairs).unwrap();
+    }
+
+    #[test]
+    fn an_edge_alone_needs_its_key_and_the_backends_public_key_only() {
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        let keys = format!("[{{kid = \"backend-1\", x = \"{x}\"}}]");
+        let edge_only = |pairs: &[(&str, &str)]| {
+            Config::extract(None, &vars(pairs)).and_then(|config| config.validate_edge())
+        };
+        let complete: Vec<(&str, &str)> = vec![
+            ("IDYNTRA_PROFILE", "prod"),
+            (
+                "IDYNTRA_HTTP__ALLOWED_ORIGINS",
+                "[\"https://app.example.com\"]",
+            ),
+            ("IDYNTRA_EDGE__PRIVATE_KEY", "BBBB"),
+            ("IDYNTRA_EDGE__CLIENT_TOKEN_KEYS", &keys),
+        ];
+        edge_only(&complete).unwrap();
+        for (name, setting) in [
+            ("IDYNTRA_EDGE__PRIVATE_KEY", "edge.private_key"),
+            ("IDYNTRA_EDGE__CLIENT_TOKEN_KEYS", "edge.client_token_keys"),
+        ] {
+            let mut pairs = complete.clone();
+            pairs.retain(|(k, _)| *k != name);
+            let error = edge_only(&pairs).unwrap_err().to_string();
+            assert!(error.contains(setting), "{error}");
+        }
+        let mut pairs = complete.clone();
+        pairs.push(("IDYNTRA_EDGE__ATTESTATION_TTL", "11m"));
+        let error = edge_only(&pairs).unwrap_err().to_string();
+        assert!(error.contains("edge.attestation_ttl"), "{error}");
+        let mut pairs = complete;
+        pairs.push(("IDYNTRA_EDGE__KID", "backend-1"));
+        let error = edge_only(&pairs).unwrap_err().to_string();
+        assert!(error.contains("edge.kid"), "{error}");
     }
 
     #[test]

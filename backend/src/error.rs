@@ -69,6 +69,7 @@ impl ApiError {
         Self::Validation(vec![FieldError {
             field: field.into(),
             message: message.into(),
+            code: None,
         }])
     }
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client_token;
 pub mod clock;
 pub mod config;
+pub mod edge_host;
 pub mod error;
 pub mod eval;
 pub mod idempotency;

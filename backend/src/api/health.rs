@@ -21,7 +21,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The public keys that verify the tokens this backend signs (client tokens): the current key and
-/// the retired ones still inside their overlap. The edge fetches it to check client tokens.
+/// the retired ones still inside their overlap. The edge fetches it to check client tokens. With
+/// the embedded edge, its attestation keys are published here too.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
     responses((status = 200, description = "JSON Web Key Set (Ed25519 keys)")))]
 pub async fn jwks(State(app): State<AppState>) -> Response {
@@ -34,6 +35,13 @@ pub async fn jwks(State(app): State<AppState>) -> Response {
                 .iter()
                 .map(|key| (key.kid.clone(), key.x.clone())),
         )
+        .chain(app.edge.iter().flat_map(|edge| {
+            edge.jwks()
+                .keys
+                .into_iter()
+                .map(|jwk| (jwk.kid, jwk.x))
+                .collect::<Vec<_>>()
+        }))
         .map(|(kid, x)| {
             json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": kid, "x": x})
         })

@@ -100,9 +100,13 @@ pub fn router(state: AppState) -> Router {
         // Added last runs first: authenticate, then the idempotency check sees the account.
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
-    let mut router = Router::new()
-        .merge(v1)
-        .merge(health::router())
+    let mut router = Router::new().merge(v1).merge(health::router());
+    // The embedded edge: `POST /v1/attest` behind the same perimeter (CORS, limits, timeouts).
+    if let Some(edge) = &state.edge {
+        let service = crate::edge_host::service(config, edge.clone());
+        router = router.route_service("/v1/attest", idyntra_edge::native::attest_route(service));
+    }
+    let mut router = router
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs_page))
         .fallback(no_route)

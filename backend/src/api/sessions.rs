@@ -38,6 +38,7 @@ fn validate(request: &CreateSessionRequest) -> Result<(), ApiError> {
         errors.push(idyntra_types::FieldError {
             field,
             message: message.to_owned(),
+            code: None,
         });
     };
     if let Some(reference) = &request.reference {
@@ -158,6 +159,7 @@ pub async fn create(
             &session_id,
             &principal.account_id,
             &record.nonce,
+            &options,
             clock::to_secs(now),
             clock::to_secs(record.expires_at),
         )

@@ -821,8 +821,10 @@ async fn jwks_publishes_the_keys_that_verify_client_tokens() {
         "public, max-age=300"
     );
     let keys = jwks["keys"].as_array().unwrap();
-    assert_eq!(keys.len(), 2);
+    // The client-token key, the retired one, and the embedded edge's attestation key.
+    assert_eq!(keys.len(), 3);
     assert_eq!(keys[1]["kid"], "backend-0");
+    assert_eq!(keys[2]["kid"], "edge-1");
     assert_eq!(keys[1]["x"], retired_x.as_str());
     // A verifier that knows only the JWKS accepts the token with the key its kid names.
     let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
@@ -865,4 +867,87 @@ async fn readiness_names_an_unreachable_redis() {
         .call(Method::POST, "/v1/sessions", Some(&key), None)
         .await;
     assert_eq!(status, StatusCode::CREATED);
+}
+
+/// The embedded edge: a session's client token gets its capture attested, and the attestation
+/// verifies with the keys the backend publishes.
+#[tokio::test]
+async fn the_embedded_edge_attests_a_capture_of_the_session() {
+    let app = TestApp::new(|_| {}).await;
+    let key = app.key("acme", &[]).await;
+    let (_, session, _) = app
+        .call(
+            Method::POST,
+            "/v1/sessions",
+            Some(&key),
+            Some(json!({"options": {"liveness": "passive", "require_document": false}})),
+        )
+        .await;
+    let token = session["client_token"].as_str().unwrap();
+    let session_id = session["id"].as_str().unwrap();
+    let selfie = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures/faces/img1.jpg"
+    ))
+    .expect("the shared face fixtures are beside the checkout");
+    let (content_type, body) = idyntra_edge::sample::body(&[("selfie", selfie)]);
+    let attest = |authorization: Option<String>, length: Option<usize>| {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/attest")
+            .header(header::CONTENT_TYPE, &content_type);
+        if let Some(authorization) = authorization {
+            builder = builder.header(header::AUTHORIZATION, authorization);
+        }
+        if let Some(length) = length {
+            builder = builder.header(header::CONTENT_LENGTH, length);
+        }
+        builder.body(Body::from(body.clone())).unwrap()
+    };
+    let (status, answer, _) = split(
+        app.send(attest(Some(format!("Bearer {token}")), None))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let (_, jwks, _) = app
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await;
+    let jwks: idyntra_types::JwkSet = serde_json::from_value(jwks).unwrap();
+    let verifier = idyntra_edge::AttestationVerifier::new(
+        idyntra_edge::KeySet::from_jwks(&jwks).unwrap(),
+        &["idyntra-edge".to_owned()],
+    );
+    let claims = app
+        .state
+        .client_tokens
+        .verify(token, "idyntra-edge")
+        .unwrap();
+    let attestation = verifier
+        .verify(
+            answer["attestation"].as_str().unwrap(),
+            session_id,
+            &claims.nonce,
+            clock::to_secs(clock::now_ms()),
+        )
+        .unwrap();
+    assert_eq!(attestation.sid, session_id);
+
+    let (status, problem, response) = split(app.send(attest(None, None)).await).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(problem["code"], "client_token_missing");
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/problem+json"
+    );
+    let (status, problem, _) = split(
+        app.send(attest(
+            Some(format!("Bearer {token}")),
+            Some(100 * 1024 * 1024),
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
 }

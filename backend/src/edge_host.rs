@@ -1,0 +1,117 @@
+//! The edge attestation service hosted by this binary: embedded in the API server
+//! (`edge.embedded`) or alone with `idyntra edge serve`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::ConnectInfo;
+use idyntra_edge::abuse::AbuseLimits;
+use idyntra_edge::capture::CaptureLimits;
+use idyntra_edge::native::{self, ClientIdentity, EdgeService};
+use idyntra_edge::{Checker, Edge, EdgeSettings, KeySet, PublicKey};
+use tokio::net::TcpListener;
+
+use crate::app;
+use crate::client_token::SigningIdentity;
+use crate::config::{Config, RetiredKey};
+use crate::perimeter;
+
+fn public_keys<'a>(
+    keys: impl IntoIterator<Item = &'a RetiredKey>,
+) -> anyhow::Result<Vec<PublicKey>> {
+    keys.into_iter()
+        .map(|key| {
+            PublicKey::from_x(&key.kid, &key.x).with_context(|| format!("key {:?}", key.kid))
+        })
+        .collect()
+}
+
+/// The edge of this configuration. `backend` is the backend's client-token key when this process
+/// holds it; its public half, the retired ones and `edge.client_token_keys` are trusted.
+pub fn build(config: &Config, backend: Option<&SigningIdentity>) -> anyhow::Result<Edge> {
+    let edge = &config.edge;
+    let mut token_keys = KeySet::default();
+    let current = backend
+        .map(|identity| PublicKey::from_x(&identity.kid, &identity.public_x()))
+        .transpose()
+        .context("signing.private_key")?;
+    let retired = if backend.is_some() {
+        public_keys(&config.signing.retired_keys).context("signing.retired_keys")?
+    } else {
+        Vec::new()
+    };
+    for key in current
+        .into_iter()
+        .chain(retired)
+        .chain(public_keys(&edge.client_token_keys).context("edge.client_token_keys")?)
+    {
+        // A key listed in both places is trusted once.
+        if token_keys.get(key.kid()).is_none() {
+            token_keys.insert(key).context("edge.client_token_keys")?;
+        }
+    }
+    let settings = EdgeSettings {
+        edge_id: edge.id.clone(),
+        token_issuer: config.issuer.clone(),
+        token_audience: edge.id.clone(),
+        attestation_ttl_secs: i64::try_from(edge.attestation_ttl.as_secs()).unwrap_or(600),
+        capture: CaptureLimits {
+            max_body_bytes: edge.max_body_bytes,
+            max_selfie_parts: edge.max_frames,
+            ..CaptureLimits::default()
+        },
+        abuse: AbuseLimits::default(),
+    };
+    let checker = Checker::bundled().context("loading the edge models")?;
+    Edge::new(
+        settings,
+        token_keys,
+        app::edge_signing_key(config)?,
+        public_keys(&edge.retired_keys).context("edge.retired_keys")?,
+        checker,
+    )
+    .context("configuration: edge")
+}
+
+/// The edge as an HTTP service: clients named by their IP address, believing `X-Forwarded-For`
+/// only from `http.trusted_proxies`.
+pub fn service(config: &Config, edge: Arc<Edge>) -> EdgeService {
+    let trusted = config.http.trusted_proxies.clone();
+    let identify: ClientIdentity = Arc::new(move |parts| {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
+        perimeter::client_ip(peer, &parts.headers, &trusted).to_string()
+    });
+    let concurrency = match config.edge.concurrency {
+        0 => std::thread::available_parallelism().map_or(2, usize::from),
+        n => n,
+    };
+    EdgeService::new(edge, identify, concurrency)
+}
+
+/// `idyntra edge serve`: the edge alone, on `edge.listen`.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let backend = app::backend_signing_identity(&config)?;
+    let edge = Arc::new(build(&config, backend.as_ref())?);
+    let router = native::standalone(
+        service(&config, edge),
+        &config.http.allowed_origins,
+        config.http.request_timeout,
+    );
+    let listener = TcpListener::bind(config.edge.listen)
+        .await
+        .with_context(|| format!("listen: cannot bind {}", config.edge.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(address = %address, edge = %config.edge.id, "edge listening");
+    println!("idyntra edge listening on http://{address}");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(crate::cli::shutdown_signal())
+    .await?;
+    Ok(())
+}
