@@ -204,3 +204,92 @@ pub fn standalone(service: EdgeService, allowed_origins: &[String], timeout: Dur
         ))
         .layer(cors(allowed_origins))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::attest::EdgeSettings;
+    use crate::capture::CaptureLimits;
+    use crate::checks::Checker;
+    use crate::keys::{EdKey, KeySet};
+
+    fn router(max_body_bytes: usize, concurrency: usize) -> Router {
+        let edge = Edge::new(
+            EdgeSettings {
+                capture: CaptureLimits {
+                    max_body_bytes,
+                    ..CaptureLimits::default()
+                },
+                ..EdgeSettings::default()
+            },
+            KeySet::new([EdKey::generate("backend-1").unwrap().public()]).unwrap(),
+            EdKey::generate("edge-1").unwrap(),
+            Vec::new(),
+            Checker::bundled().unwrap(),
+        )
+        .unwrap();
+        let identify: ClientIdentity = Arc::new(|_| "client".to_owned());
+        let service = EdgeService::new(Arc::new(edge), identify, concurrency);
+        standalone(
+            service,
+            &["https://app.example.com".to_owned()],
+            Duration::from_secs(5),
+        )
+    }
+
+    async fn status_and_code(response: Response) -> (u16, String) {
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let problem: Problem = serde_json::from_slice(&body).unwrap();
+        (status, problem.code)
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_without_a_length_is_refused_while_read() {
+        let chunks = futures_util::stream::iter(
+            (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 1000]))),
+        );
+        let request = Request::post("/v1/attest")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let response = router(5000, 2).oneshot(request).await.unwrap();
+        assert_eq!(
+            status_and_code(response).await,
+            (413, "payload_too_large".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_answer_a_problem_and_jwks_publishes_the_key() {
+        let router = router(5000, 2);
+        let response = router
+            .clone()
+            .oneshot(Request::get("/nope").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            status_and_code(response).await,
+            (404, "not_found".to_owned())
+        );
+        let response = router
+            .oneshot(
+                Request::get("/.well-known/jwks.json")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let jwks: idyntra_types::JwkSet = serde_json::from_slice(&body).unwrap();
+        assert_eq!(jwks.keys[0].kid, "edge-1");
+    }
+}

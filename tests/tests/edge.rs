@@ -1,0 +1,194 @@
+//! The edge over HTTP, as the real binary serves it: alone (`idyntra edge serve`) and embedded in
+//! `idyntra serve`. A session's client token gets a live capture attested by either; the same
+//! backend verifier accepts both attestations with the keys they publish.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use idyntra_edge::{AttestationVerifier, KeySet, sample};
+use idyntra_models::liveness_samples::Answer;
+use idyntra_tests::{Server, Setup, http, registry_photo_bytes};
+use idyntra_types::JwkSet;
+use serde_json::{Value, json};
+
+fn frame(name: &str) -> image::RgbImage {
+    let photo = image::load_from_memory(&registry_photo_bytes(name))
+        .unwrap()
+        .to_rgb8();
+    sample::camera_frame(&photo, 480)
+}
+
+/// A session created with the secret key: its id, client token and nonce.
+async fn session(server: &Server, key: &str) -> (String, String, String) {
+    let session: Value = http()
+        .post(server.url("/v1/sessions"))
+        .bearer_auth(key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["client_token"].as_str().unwrap().to_owned();
+    // The nonce travels inside the token; a browser never needs to read it, the test does.
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(&base64_url_decode(payload)).unwrap();
+    (
+        session["id"].as_str().unwrap().to_owned(),
+        token,
+        claims["nonce"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn base64_url_decode(text: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .unwrap()
+}
+
+async fn jwks(server: &Server) -> JwkSet {
+    http()
+        .get(server.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn post_capture(
+    server: &Server,
+    token: Option<&str>,
+    parts: &[(&str, Vec<u8>)],
+) -> reqwest::Response {
+    let (content_type, body) = sample::body(parts);
+    let mut request = http()
+        .post(server.url("/v1/attest"))
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+/// Sends `head` on a new connection and returns what comes back before the server closes it or
+/// goes quiet.
+async fn raw_request(server: &Server, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = server.base_url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&answer[..read]).into_owned()
+}
+
+#[tokio::test]
+async fn both_native_hosts_attest_a_live_capture_that_one_verifier_accepts() {
+    let mut setup = Setup::embedded();
+    setup.set(
+        "IDYNTRA_HTTP__ALLOWED_ORIGINS",
+        "[\"https://app.example.com\"]",
+    );
+    setup.set("IDYNTRA_EDGE__MAX_BODY_BYTES", "4000000");
+    let backend = setup.serve();
+    // The same working directory: the edge trusts the backend's dev client-token key.
+    let edge = setup.serve_edge();
+    let key = setup.create_key("acme", &[]);
+    let key = key["secret"].as_str().unwrap();
+
+    let mut keys = jwks(&edge).await;
+    keys.keys.extend(jwks(&backend).await.keys);
+    // The embedded edge has the same dev key as the standalone one: published by both.
+    keys.keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    keys.keys.dedup();
+    let verifier = AttestationVerifier::new(
+        KeySet::from_jwks(&keys).unwrap(),
+        &["idyntra-edge".to_owned()],
+    );
+    let (frontal, turned) = (frame("obama.jpg"), frame("obama2.jpg"));
+    let document = registry_photo_bytes("obama.jpg");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for host in [&edge, &backend] {
+        let (session_id, token, nonce) = session(&backend, key).await;
+        let parts = sample::active_parts(&nonce, Answer::Live, &frontal, &turned, Some(&document));
+        let response = post_capture(host, Some(&token), &parts).await;
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let answer: Value = response.json().await.unwrap();
+        let claims = verifier
+            .verify(
+                answer["attestation"].as_str().unwrap(),
+                &session_id,
+                &nonce,
+                now,
+            )
+            .unwrap();
+        assert!(claims.checks.liveness.challenge.unwrap().passed);
+    }
+
+    // No token: 401; too large: 413; both problem+json.
+    let (_, token, _) = session(&backend, key).await;
+    let unauthorized = post_capture(&edge, None, &[("selfie", document.clone())]).await;
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(
+        unauthorized.headers()["content-type"],
+        "application/problem+json"
+    );
+    // An announced oversized body is refused before it is sent (a client writing it anyway would
+    // see the connection close), so ask with the headers alone.
+    let raw = raw_request(
+        &edge,
+        &format!(
+            "POST /v1/attest HTTP/1.1\r\nHost: edge\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 5000000\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
+    assert!(raw.contains("payload_too_large"), "{raw}");
+
+    // CORS: the allow-listed origin only.
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://evil.example", false),
+    ] {
+        let preflight = http()
+            .request(reqwest::Method::OPTIONS, edge.url("/v1/attest"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        let allow = preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            allow.as_deref() == Some(origin),
+            allowed,
+            "{origin}: {allow:?}"
+        );
+    }
+    let health: Value = http()
+        .get(edge.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "ok");
+}
