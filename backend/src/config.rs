@@ -525,6 +525,15 @@ impl Config {
             &self.signing.retired_keys,
         )?;
         self.validate_edge_settings()?;
+        if self.edge.embedded && !self.sessions.client_token_audience.contains(&self.edge.id) {
+            return Err(ConfigError::invalid(
+                "sessions.client_token_audience",
+                format!(
+                    "must include edge.id {:?}: the embedded edge accepts only client tokens addressed to it",
+                    self.edge.id
+                ),
+            ));
+        }
         if self.profile == Profile::Dev {
             return Ok(());
         }

@@ -18,6 +18,13 @@ pub fn jpeg(image: &RgbImage) -> Vec<u8> {
     bytes.into_inner()
 }
 
+/// PNG bytes of `image`: lossless, so every platform decodes the same pixels.
+pub fn png(image: &RgbImage) -> Vec<u8> {
+    let mut bytes = Cursor::new(Vec::new());
+    let _ = image.write_to(&mut bytes, ImageFormat::Png);
+    bytes.into_inner()
+}
+
 /// `photo` scaled to `width` pixels wide, as a camera frame.
 pub fn camera_frame(photo: &RgbImage, width: u32) -> RgbImage {
     let height = photo.height() * width / photo.width().max(1);
@@ -38,12 +45,24 @@ pub fn active_parts(
     turned_right: &RgbImage,
     document: Option<&[u8]>,
 ) -> Vec<(&'static str, Vec<u8>)> {
+    active_parts_encoded(nonce, answer, frontal, turned_right, document, jpeg)
+}
+
+/// [`active_parts`] with the frames encoded by `encode`.
+pub fn active_parts_encoded(
+    nonce: &str,
+    answer: Answer,
+    frontal: &RgbImage,
+    turned_right: &RgbImage,
+    document: Option<&[u8]>,
+    encode: fn(&RgbImage) -> Vec<u8>,
+) -> Vec<(&'static str, Vec<u8>)> {
     let challenge = challenge_for(nonce.as_bytes());
     let frames = liveness_samples::frames(&challenge, answer, frontal, turned_right);
     let timeline: Vec<_> = frames.iter().map(|(timing, _)| *timing).collect();
     let mut parts: Vec<(&'static str, Vec<u8>)> = frames
         .iter()
-        .map(|(_, frame)| ("selfie", jpeg(frame)))
+        .map(|(_, frame)| ("selfie", encode(frame)))
         .collect();
     parts.push((
         "timeline",

@@ -1,6 +1,7 @@
 //! The edge core on real photos: a capture is checked, signed and verified by the backend's
 //! verifier; every refusal answers a problem naming what failed. The photos are the registry
 //! photos of `models/tools/fetch-fixtures.sh` (fetched on first use) and the shared face fixtures.
+#![cfg(not(target_arch = "wasm32"))] // Reads photos from disk.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::path::PathBuf;
@@ -463,4 +464,54 @@ fn verifier_keys_without(jwks: &idyntra_types::JwkSet, kid: &str) -> Attestation
     let mut kept = jwks.clone();
     kept.keys.retain(|k| k.kid != kid);
     verifier(KeySet::from_jwks(&kept).unwrap())
+}
+
+/// The browser's side: a person follows what the tracker shows (the screen colour lights the face;
+/// they turn when asked), the frames go up with the tracker's timings, and the edge attests them.
+#[test]
+fn frames_timed_by_the_challenge_tracker_pass_the_edge() {
+    use idyntra_edge::guidance::ChallengeTracker;
+    use idyntra_models::liveness_samples::lit;
+    use idyntra_types::{ChallengeStep, TurnDirection};
+
+    let models = idyntra_models::FrameQuality::bundled().unwrap();
+    let frontal = sample::camera_frame(&image(&registry_bytes("obama.jpg")), 480);
+    let turned = sample::camera_frame(&image(&registry_bytes("obama2.jpg")), 480);
+    let nonce = "nonce of ses_tracked";
+    let mut tracker = ChallengeTracker::new(nonce);
+    let mut next = tracker.challenge().steps.first().cloned();
+    let (mut now, mut frames, mut timeline) = (0.0, Vec::new(), Vec::new());
+    for seed in 0.. {
+        let frame = match &next {
+            Some(ChallengeStep::Neutral { colour, .. } | ChallengeStep::Flash { colour, .. }) => {
+                lit(&frontal, *colour, seed)
+            }
+            Some(ChallengeStep::Turn {
+                direction: TurnDirection::Right,
+                ..
+            }) => turned.clone(),
+            Some(ChallengeStep::Turn {
+                direction: TurnDirection::Left,
+                ..
+            }) => image::imageops::flip_horizontal(&turned),
+            None => break,
+        };
+        let rgba: Vec<u8> = frame
+            .pixels()
+            .flat_map(|p| [p.0[0], p.0[1], p.0[2], 255])
+            .collect();
+        let tracked = tracker
+            .track(&models, &rgba, frame.width(), frame.height(), now)
+            .unwrap();
+        frames.push(("selfie", sample::jpeg(&frame)));
+        timeline.push(tracked.timing);
+        next = tracked.next;
+        now += 150.0;
+        assert!(seed < 200, "the tracker never finished");
+    }
+    let mut parts = frames;
+    parts.push(("timeline", serde_json::to_vec(&timeline).unwrap()));
+    let authorization = token("ses_tracked", LivenessMode::Active, false);
+    let answer = attest(&edge(), Some(&authorization), &parts).unwrap();
+    assert!(answer.checks.liveness.challenge.unwrap().passed);
 }

@@ -1,0 +1,295 @@
+//! The edge as a Cloudflare Worker, served by `wrangler dev` (workerd, from npm; built by
+//! `edge/worker/build.sh` through the root `wrangler.toml`). A session's client token from the real
+//! backend gets a live capture attested by the Worker, by `idyntra edge serve` and by the edge
+//! embedded in `idyntra serve`; one backend verifier accepts all three. The first run builds the
+//! Worker (tools pinned in `edge/worker/package.json`, `worker-build` from crates.io): minutes.
+#![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use idyntra_edge::{AttestationVerifier, KeySet, sample};
+use idyntra_models::liveness_samples::Answer;
+use idyntra_tests::{Server, Setup, http, registry_photo_bytes};
+use idyntra_types::JwkSet;
+use serde_json::{Value, json};
+
+fn repository() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// `wrangler dev` on a free port, stopped when dropped.
+struct Worker {
+    child: Child,
+    base_url: String,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Worker {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    fn start(vars: &[(&str, String)]) -> Self {
+        let root = repository();
+        let status = Command::new("bash")
+            .arg(root.join("edge/worker/build.sh"))
+            .arg("tools")
+            .status()
+            .unwrap();
+        assert!(status.success(), "installing the Worker tools failed");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = Command::new(root.join("edge/worker/node_modules/.bin/wrangler"));
+        command
+            .current_dir(&root)
+            .args([
+                "dev",
+                "--local",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--inspector-port",
+                "0",
+                "--show-interactive-dev-session=false",
+            ])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("IDYNTRA_WORKER_PROFILE", "dev")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in vars {
+            command.arg("--var").arg(format!("{name}:{value}"));
+        }
+        let mut child = command.spawn().expect("wrangler runs");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push_str(&(line + "\n"));
+                }
+            });
+        }
+        let base_url = format!("http://127.0.0.1:{port}");
+        // The first start builds the Worker.
+        let deadline = Instant::now() + Duration::from_secs(45 * 60);
+        loop {
+            let ready = healthy(port);
+            if ready {
+                return Self { child, base_url };
+            }
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                panic!(
+                    "wrangler dev did not serve the Worker:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Whether `GET /healthz` answers 200 on `port`.
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut answer = [0u8; 12];
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .and_then(|()| stream.read_exact(&mut answer))
+        .is_ok_and(|()| answer.starts_with(b"HTTP/1.1 200"))
+}
+
+async fn jwks(url: String) -> JwkSet {
+    http().get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// A session: its id, client token and nonce (read from inside the token, as a test may).
+async fn session(server: &Server, key: &str) -> (String, String, String) {
+    let session: Value = http()
+        .post(server.url("/v1/sessions"))
+        .bearer_auth(key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = session["client_token"].as_str().unwrap().to_owned();
+    use base64::Engine;
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.split('.').nth(1).unwrap())
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&payload).unwrap();
+    (
+        session["id"].as_str().unwrap().to_owned(),
+        token,
+        claims["nonce"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn post(
+    url: String,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut request = http()
+        .post(url)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_and_both_native_hosts_attest_and_one_verifier_accepts_them_all() {
+    let setup = Setup::embedded();
+    let backend = setup.serve();
+    let edge = setup.serve_edge();
+    let key = setup.create_key("acme", &[]);
+    let key = key["secret"].as_str().unwrap();
+    let backend_keys = jwks(backend.url("/.well-known/jwks.json")).await;
+    // The Worker trusts the backend's client-token key and signs with its own.
+    let client_token_keys = JwkSet {
+        keys: backend_keys
+            .keys
+            .iter()
+            .filter(|jwk| jwk.kid.starts_with("backend"))
+            .cloned()
+            .collect(),
+    };
+    let worker_key = idyntra_edge::EdKey::generate("worker-1").unwrap();
+    let vars = [
+        ("EDGE_PRIVATE_KEY", worker_key.seed_base64()),
+        ("EDGE_KID", "worker-1".to_owned()),
+        (
+            "CLIENT_TOKEN_JWKS",
+            serde_json::to_string(&client_token_keys).unwrap(),
+        ),
+        ("MAX_BODY_BYTES", "4000000".to_owned()),
+        ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
+    ];
+    let worker = tokio::task::spawn_blocking(move || Worker::start(&vars))
+        .await
+        .unwrap();
+
+    let mut keys = jwks(worker.url("/.well-known/jwks.json")).await;
+    assert_eq!(keys.keys.len(), 1);
+    keys.keys
+        .extend(jwks(edge.url("/.well-known/jwks.json")).await.keys);
+    keys.keys.extend(
+        backend_keys
+            .keys
+            .into_iter()
+            .filter(|jwk| !jwk.kid.starts_with("backend")),
+    );
+    keys.keys.sort_by(|a, b| a.kid.cmp(&b.kid));
+    keys.keys.dedup();
+    let verifier = AttestationVerifier::new(
+        KeySet::from_jwks(&keys).unwrap(),
+        &["idyntra-edge".to_owned()],
+    );
+
+    let frame = |name: &str| {
+        let photo = image::load_from_memory(&registry_photo_bytes(name))
+            .unwrap()
+            .to_rgb8();
+        sample::camera_frame(&photo, 480)
+    };
+    let (frontal, turned) = (frame("obama.jpg"), frame("obama2.jpg"));
+    let document = registry_photo_bytes("obama.jpg");
+    for host in [
+        worker.base_url.clone(),
+        edge.base_url.clone(),
+        backend.base_url.clone(),
+    ] {
+        let (session_id, token, nonce) = session(&backend, key).await;
+        let parts = sample::active_parts(&nonce, Answer::Live, &frontal, &turned, Some(&document));
+        let (content_type, body) = sample::body(&parts);
+        let response = post(
+            format!("{host}/v1/attest"),
+            Some(&token),
+            &content_type,
+            body,
+        )
+        .await;
+        assert_eq!(
+            response.status(),
+            200,
+            "{host}: {}",
+            response.text().await.unwrap()
+        );
+        let answer: Value = response.json().await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let claims = verifier
+            .verify(
+                answer["attestation"].as_str().unwrap(),
+                &session_id,
+                &nonce,
+                now,
+            )
+            .unwrap_or_else(|e| panic!("{host}: {e}"));
+        assert!(claims.checks.liveness.challenge.unwrap().passed, "{host}");
+    }
+
+    // The Worker refuses a request without a token (401) and an oversized one (413).
+    let (_, token, _) = session(&backend, key).await;
+    let (content_type, body) = sample::body(&[("selfie", document.clone())]);
+    let unauthorized = post(worker.url("/v1/attest"), None, &content_type, body).await;
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(
+        unauthorized.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = unauthorized.json().await.unwrap();
+    assert_eq!(problem["code"], "client_token_missing");
+    let (content_type, body) = sample::body(&[("selfie", vec![0u8; 4_100_000])]);
+    let too_large = post(worker.url("/v1/attest"), Some(&token), &content_type, body).await;
+    assert_eq!(too_large.status(), 413);
+    // CORS from the allow-list only.
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://evil.example", false),
+    ] {
+        let response = http()
+            .get(worker.url("/healthz"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        let allow = response
+            .headers()
+            .get("access-control-allow-origin")
+            .is_some();
+        assert_eq!(allow, allowed, "{origin}");
+    }
+}
