@@ -14,13 +14,17 @@ wasm_bindgen=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/"/, "", $3)
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$wasm_bindgen" ]; then
   cargo install wasm-bindgen-cli --version "$wasm_bindgen"
 fi
-if [ "$(worker-build --version 2>/dev/null | awk '{ print $2 }')" != "0.8.7" ]; then
+if [ "$(worker-build --version 2>/dev/null | awk '{ print $NF }')" != "0.8.7" ]; then
   cargo install --locked worker-build --version 0.8.7
 fi
 if [ ! -x "$tools/node_modules/.bin/wrangler" ] || [ ! -x "$tools/node_modules/.bin/esbuild" ]; then
   (cd "$tools" && npm ci --no-audit --no-fund)
 fi
 [ "${1:-}" = tools ] && exit 0
+# A measurement serves the build it has just made (wrangler would otherwise rebuild it).
+if [ "${IDYNTRA_WORKER_PREBUILT:-}" = 1 ] && [ -f "$root/edge/build/index.js" ]; then
+  exit 0
+fi
 export WASM_BINDGEN_BIN="$(command -v wasm-bindgen)"
 export WASM_OPT_BIN="$tools/node_modules/.bin/wasm-opt"
 export ESBUILD_BIN="$tools/node_modules/.bin/esbuild"
