@@ -4,21 +4,19 @@ use std::fmt;
 use std::time::Duration;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use idyntra_edge::{ClientTokenVerifier, EdKey, KeySet, TokenError, jwt};
 use idyntra_types::{CLIENT_TOKEN_SCOPE, ClientTokenClaims, SessionOptions};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 
 use crate::config::Secret;
-use crate::ids;
+use crate::{clock, ids};
 
-/// An Ed25519 key with its key id.
+/// An Ed25519 key with its key id (the edge's key type: one parser for every key).
 #[derive(Clone)]
 pub struct SigningIdentity {
     pub kid: String,
-    key: SigningKey,
+    key: EdKey,
 }
 
 impl fmt::Debug for SigningIdentity {
@@ -32,56 +30,35 @@ impl fmt::Debug for SigningIdentity {
 impl SigningIdentity {
     /// Reads a PKCS#8 PEM or the base64 of a 32-byte seed.
     pub fn parse(kid: &str, secret: &Secret) -> Result<Self, String> {
-        let text = secret.expose().trim();
-        let key = if text.starts_with("-----BEGIN") {
-            SigningKey::from_pkcs8_pem(text)
-                .map_err(|e| format!("not an Ed25519 PKCS#8 PEM: {e}"))?
-        } else {
-            let bytes = STANDARD
-                .decode(text)
-                .or_else(|_| URL_SAFE_NO_PAD.decode(text))
-                .map_err(|_| "neither a PEM nor base64".to_owned())?;
-            let seed: [u8; 32] = bytes
-                .try_into()
-                .map_err(|_| "the base64 seed must be 32 bytes".to_owned())?;
-            SigningKey::from_bytes(&seed)
-        };
+        let key = EdKey::parse(kid, secret.expose()).map_err(|e| e.to_string())?;
         Ok(Self {
             kid: kid.to_owned(),
             key,
         })
     }
 
+    /// A new random key; `kid` is one of this program's own literals.
     pub fn generate(kid: &str) -> Self {
         Self {
             kid: kid.to_owned(),
-            key: SigningKey::generate(&mut rand::rngs::OsRng),
+            key: EdKey::generate(kid).expect("the program's own key ids are valid"),
         }
     }
 
     /// The base64 seed, for storing a generated dev key.
     pub fn seed_base64(&self) -> String {
-        STANDARD.encode(self.key.to_bytes())
+        self.key.seed_base64()
     }
 
     /// The public key as a JWK `x` (base64url).
     pub fn public_x(&self) -> String {
-        URL_SAFE_NO_PAD.encode(self.key.verifying_key().to_bytes())
-    }
-
-    fn encoding_key(&self) -> EncodingKey {
-        let der = self
-            .key
-            .to_pkcs8_der()
-            .expect("an Ed25519 key always encodes as PKCS#8");
-        EncodingKey::from_ed_der(der.as_bytes())
+        self.key.public().x()
     }
 }
 
 /// Issues the client tokens of new sessions.
 pub struct ClientTokenIssuer {
     identity: SigningIdentity,
-    encoding: EncodingKey,
     issuer: String,
     audience: Vec<String>,
     ttl: Duration,
@@ -104,7 +81,6 @@ impl ClientTokenIssuer {
         ttl: Duration,
     ) -> Self {
         Self {
-            encoding: identity.encoding_key(),
             identity,
             issuer: issuer.to_owned(),
             audience: audience.to_vec(),
@@ -150,30 +126,14 @@ impl ClientTokenIssuer {
             liveness: options.liveness,
             require_document: options.require_document,
         };
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.identity.kid.clone());
-        header.typ = Some("JWT".to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.encoding)
+        jwt::sign(&claims, &self.identity.key)
     }
 
-    /// Verifies a token this issuer signed, for one audience (used by the media upload and tests).
-    pub fn verify(
-        &self,
-        token: &str,
-        audience: &str,
-    ) -> Result<ClientTokenClaims, jsonwebtoken::errors::Error> {
-        let header = jsonwebtoken::decode_header(token)?;
-        if header.kid.as_deref() != Some(self.identity.kid.as_str()) {
-            return Err(jsonwebtoken::errors::ErrorKind::InvalidToken.into());
-        }
-        let key = DecodingKey::from_ed_components(&self.identity.public_x())?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_audience(&[audience]);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = 5;
-        Ok(jsonwebtoken::decode::<ClientTokenClaims>(token, &key, &validation)?.claims)
+    /// Verifies a token this issuer signed, for one audience, now (the media upload and tests).
+    pub fn verify(&self, token: &str, audience: &str) -> Result<ClientTokenClaims, TokenError> {
+        let keys = KeySet::new([self.identity.key.public()]).map_err(|_| TokenError::UnknownKey)?;
+        ClientTokenVerifier::new(keys, &self.issuer, audience)
+            .verify(token, clock::to_secs(clock::now_ms()))
     }
 }
 
@@ -209,7 +169,7 @@ mod tests {
             )
             .unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
-        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
         assert_eq!(header.kid.as_deref(), Some("test-1"));
         let claims = issuer.verify(&token, "idyntra-edge").unwrap();
         assert_eq!(
@@ -279,11 +239,16 @@ mod tests {
 
     #[test]
     fn keys_parse_from_seed_and_pem() {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
         let identity = SigningIdentity::generate("k");
         let from_seed = SigningIdentity::parse("k", &Secret::new(identity.seed_base64())).unwrap();
         assert_eq!(from_seed.public_x(), identity.public_x());
-        let pem = identity
-            .key
+        let seed: [u8; 32] = base64::engine::general_purpose::STANDARD
+            .decode(identity.seed_base64())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let pem = ed25519_dalek::SigningKey::from_bytes(&seed)
             .to_pkcs8_pem(ed25519_dalek::pkcs8::spki::der::pem::LineEnding::LF)
             .unwrap();
         let from_pem = SigningIdentity::parse("k", &Secret::new(pem.as_str())).unwrap();

@@ -503,14 +503,7 @@ impl Config {
                 "must be at least 1024",
             ));
         }
-        for origin in &self.http.allowed_origins {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    "http.allowed_origins",
-                    format!("{origin:?} is not an origin like https://app.example.com"),
-                ));
-            }
-        }
+        self.check_origins()?;
         if let Some(pepper) = &self.api_keys.pepper
             && pepper.expose().len() < 32
         {
@@ -538,12 +531,6 @@ impl Config {
             return Ok(());
         }
         let profile = self.profile;
-        if self.http.allowed_origins.iter().any(|origin| origin == "*") {
-            return Err(ConfigError::invalid(
-                "http.allowed_origins",
-                format!("wildcard \"*\" is refused in the {profile} profile; list the origins"),
-            ));
-        }
         if self.http.allowed_hosts.is_empty() || self.http.allowed_hosts.iter().any(|h| h == "*") {
             return Err(ConfigError::invalid(
                 "http.allowed_hosts",
@@ -587,6 +574,28 @@ impl Config {
 }
 
 impl Config {
+    /// CORS origins: each one an origin; the `"*"` wildcard only in `dev`.
+    fn check_origins(&self) -> Result<(), ConfigError> {
+        for origin in &self.http.allowed_origins {
+            if origin == "*" && self.profile != Profile::Dev {
+                return Err(ConfigError::invalid(
+                    "http.allowed_origins",
+                    format!(
+                        "wildcard \"*\" is refused in the {} profile; list the origins",
+                        self.profile
+                    ),
+                ));
+            }
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "http.allowed_origins",
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The edge's own rules, shared by the API server (embedded edge) and `idyntra edge serve`.
     fn validate_edge_settings(&self) -> Result<(), ConfigError> {
         let edge = &self.edge;
@@ -616,24 +625,11 @@ impl Config {
     /// The rules of `idyntra edge serve`.
     pub fn validate_edge(&self) -> Result<(), ConfigError> {
         self.validate_edge_settings()?;
-        for origin in &self.http.allowed_origins {
-            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(ConfigError::invalid(
-                    "http.allowed_origins",
-                    format!("{origin:?} is not an origin like https://app.example.com"),
-                ));
-            }
-        }
+        self.check_origins()?;
         if self.profile == Profile::Dev {
             return Ok(());
         }
         let profile = self.profile;
-        if self.http.allowed_origins.iter().any(|origin| origin == "*") {
-            return Err(ConfigError::invalid(
-                "http.allowed_origins",
-                format!("wildcard \"*\" is refused in the {profile} profile; list the origins"),
-            ));
-        }
         if self.edge.private_key.is_none() {
             return Err(ConfigError::invalid(
                 "edge.private_key",

@@ -57,7 +57,10 @@ fn post(
     let mut answer = String::new();
     stream.read_to_string(&mut answer)?;
     let elapsed = t.elapsed();
-    Ok((answer.lines().next().unwrap_or_default().to_owned(), elapsed))
+    Ok((
+        answer.lines().next().unwrap_or_default().to_owned(),
+        elapsed,
+    ))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -67,21 +70,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &base64::engine::general_purpose::STANDARD.encode([1u8; 32]),
     )?;
     if args.first().map(String::as_str) == Some("--print-jwks") {
-        println!("{}", serde_json::to_string(&KeySet::new([backend.public()])?.jwks())?);
+        println!(
+            "{}",
+            serde_json::to_string(&KeySet::new([backend.public()])?.jwks())?
+        );
         return Ok(());
     }
     let worker = if args.first().map(String::as_str) == Some("--worker") {
-        let url = args.get(1).cloned().ok_or("--worker needs the Worker's URL")?;
+        let url = args
+            .get(1)
+            .cloned()
+            .ok_or("--worker needs the Worker's URL")?;
         args.drain(..2);
         Some(url)
     } else {
         None
     };
-    let runs: usize = args
-        .first()
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(10);
+    let runs: usize = args.first().map(|n| n.parse()).transpose()?.unwrap_or(10);
 
     let started = Instant::now();
     let edge = Edge::new(

@@ -329,3 +329,45 @@ pub fn registry_photo_bytes(name: &str) -> Vec<u8> {
     }
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// A new session of the account whose secret `key` is given: its id, its client token and the
+/// nonce inside the token (a browser never needs to read it; a test does).
+pub async fn session_with_nonce(server: &Server, key: &str) -> (String, String, String) {
+    let session: serde_json::Value = http()
+        .post(server.url("/v1/sessions"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("POST /v1/sessions answers")
+        .json()
+        .await
+        .expect("a session is JSON");
+    let token = session["client_token"]
+        .as_str()
+        .expect("a client token")
+        .to_owned();
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let claims: serde_json::Value =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .expect("the client token's payload is base64url JSON");
+    (
+        session["id"].as_str().expect("a session id").to_owned(),
+        token,
+        claims["nonce"].as_str().expect("a nonce").to_owned(),
+    )
+}
+
+/// The JSON Web Key Set at `url`.
+pub async fn jwks(url: &str) -> serde_json::Value {
+    http()
+        .get(url)
+        .send()
+        .await
+        .expect("the JWKS answers")
+        .json()
+        .await
+        .expect("a JWKS is JSON")
+}

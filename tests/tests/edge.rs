@@ -5,9 +5,9 @@
 
 use idyntra_edge::{AttestationVerifier, KeySet, sample};
 use idyntra_models::liveness_samples::Answer;
-use idyntra_tests::{Server, Setup, http, registry_photo_bytes};
+use idyntra_tests::{Server, Setup, http, registry_photo_bytes, session_with_nonce as session};
 use idyntra_types::JwkSet;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn frame(name: &str) -> image::RgbImage {
     let photo = image::load_from_memory(&registry_photo_bytes(name))
@@ -16,44 +16,8 @@ fn frame(name: &str) -> image::RgbImage {
     sample::camera_frame(&photo, 480)
 }
 
-/// A session created with the secret key: its id, client token and nonce.
-async fn session(server: &Server, key: &str) -> (String, String, String) {
-    let session: Value = http()
-        .post(server.url("/v1/sessions"))
-        .bearer_auth(key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["client_token"].as_str().unwrap().to_owned();
-    // The nonce travels inside the token; a browser never needs to read it, the test does.
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(&base64_url_decode(payload)).unwrap();
-    (
-        session["id"].as_str().unwrap().to_owned(),
-        token,
-        claims["nonce"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn base64_url_decode(text: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .unwrap()
-}
-
 async fn jwks(server: &Server) -> JwkSet {
-    http()
-        .get(server.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
+    serde_json::from_value(idyntra_tests::jwks(&server.url("/.well-known/jwks.json")).await)
         .unwrap()
 }
 

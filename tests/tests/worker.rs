@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use idyntra_edge::{AttestationVerifier, KeySet, sample};
 use idyntra_models::liveness_samples::Answer;
-use idyntra_tests::{Server, Setup, http, registry_photo_bytes};
+use idyntra_tests::{Setup, http, registry_photo_bytes, session_with_nonce as session};
 use idyntra_types::JwkSet;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn repository() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -123,32 +123,7 @@ fn healthy(port: u16) -> bool {
 }
 
 async fn jwks(url: String) -> JwkSet {
-    http().get(url).send().await.unwrap().json().await.unwrap()
-}
-
-/// A session: its id, client token and nonce (read from inside the token, as a test may).
-async fn session(server: &Server, key: &str) -> (String, String, String) {
-    let session: Value = http()
-        .post(server.url("/v1/sessions"))
-        .bearer_auth(key)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = session["client_token"].as_str().unwrap().to_owned();
-    use base64::Engine;
-    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token.split('.').nth(1).unwrap())
-        .unwrap();
-    let claims: Value = serde_json::from_slice(&payload).unwrap();
-    (
-        session["id"].as_str().unwrap().to_owned(),
-        token,
-        claims["nonce"].as_str().unwrap().to_owned(),
-    )
+    serde_json::from_value(idyntra_tests::jwks(&url).await).unwrap()
 }
 
 async fn post(
