@@ -606,18 +606,38 @@ impl Config {
             ));
         }
         check_public_keys("edge.retired_keys", &edge.kid, &edge.retired_keys)?;
-        check_public_keys("edge.client_token_keys", "", &edge.client_token_keys)?;
-        if edge.attestation_ttl.is_zero() || edge.attestation_ttl > Duration::from_secs(600) {
+        // The backend's JWKS publishes both key lists side by side: no kid may appear in both.
+        let backend_kids: Vec<&str> = std::iter::once(self.signing.kid.as_str())
+            .chain(self.signing.retired_keys.iter().map(|k| k.kid.as_str()))
+            .collect();
+        if let Some(clash) = std::iter::once(edge.kid.as_str())
+            .chain(edge.retired_keys.iter().map(|k| k.kid.as_str()))
+            .find(|kid| backend_kids.contains(kid))
+        {
             return Err(ConfigError::invalid(
-                "edge.attestation_ttl",
-                "must be more than 0 and at most 10 minutes",
+                "edge.kid",
+                format!(
+                    "kid {clash:?} is also a client-token key's (signing.kid, signing.retired_keys)"
+                ),
             ));
         }
-        if edge.max_body_bytes < 1024 || edge.max_frames == 0 {
+        check_public_keys("edge.client_token_keys", "", &edge.client_token_keys)?;
+        if edge.attestation_ttl < Duration::from_secs(1)
+            || edge.attestation_ttl > Duration::from_secs(600)
+        {
+            return Err(ConfigError::invalid(
+                "edge.attestation_ttl",
+                "must be 1 second to 10 minutes",
+            ));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&edge.max_body_bytes) {
             return Err(ConfigError::invalid(
                 "edge.max_body_bytes",
-                "edge.max_body_bytes must be at least 1024 and edge.max_frames at least 1",
+                "must be 1 KiB to 256 MiB",
             ));
+        }
+        if !(1..=200).contains(&edge.max_frames) {
+            return Err(ConfigError::invalid("edge.max_frames", "must be 1 to 200"));
         }
         Ok(())
     }

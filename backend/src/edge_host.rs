@@ -83,13 +83,28 @@ pub fn service(config: &Config, edge: Arc<Edge>) -> EdgeService {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-        perimeter::client_ip(peer, &parts.headers, &trusted).to_string()
+        client_key(perimeter::client_ip(peer, &parts.headers, &trusted))
     });
     let concurrency = match config.edge.concurrency {
         0 => std::thread::available_parallelism().map_or(2, usize::from),
         n => n,
     };
     EdgeService::new(edge, identify, concurrency)
+}
+
+/// The lockout key of a client: its IPv4 address, or the /64 of its IPv6 address (one host
+/// commonly holds a whole /64 and could otherwise hop between addresses).
+fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 /// `idyntra edge serve`: the edge alone, on `edge.listen`.
@@ -114,4 +129,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .with_graceful_shutdown(crate::cli::shutdown_signal())
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_eq!(client_key(a), "2001:db8:1:2::/64");
+        assert_eq!(client_key("::ffff:192.0.2.1".parse().unwrap()), "192.0.2.1");
+        assert_eq!(client_key("192.0.2.1".parse().unwrap()), "192.0.2.1");
+    }
 }

@@ -15,6 +15,7 @@ use idyntra_edge::{AttestRequest, Checker, EdKey, Edge, EdgeSettings, KeySet, jw
 use idyntra_models::liveness_samples::Answer;
 use idyntra_types::{CLIENT_TOKEN_SCOPE, ClientTokenClaims, LivenessMode};
 
+/// The clock of the native runs; a Worker checks tokens against its own (real) clock.
 const NOW: i64 = 1_800_000_000;
 
 fn median_ms(mut samples: Vec<Duration>) -> f64 {
@@ -36,31 +37,47 @@ fn registry_photo(name: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     Ok(std::fs::read(path)?)
 }
 
-/// `POST /v1/attest` to a running edge over HTTP/1.1: the status line and the elapsed time.
+/// `POST /v1/attest` to a running edge over HTTP/1.1, as the client `client`: the status line and
+/// the time until the whole answer arrived.
 fn post(
     base_url: &str,
+    client: &str,
     authorization: &str,
     content_type: &str,
     body: &[u8],
 ) -> Result<(String, Duration), Box<dyn std::error::Error>> {
-    use std::io::{Read, Write};
+    use std::io::{BufRead, BufReader, Read, Write};
     let address = base_url.trim_start_matches("http://").trim_end_matches('/');
     let t = Instant::now();
     let mut stream = std::net::TcpStream::connect(address)?;
     write!(
         stream,
         "POST /v1/attest HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+         CF-Connecting-IP: {client}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let elapsed = t.elapsed();
-    Ok((
-        answer.lines().next().unwrap_or_default().to_owned(),
-        elapsed,
-    ))
+    // Read the head, then exactly the announced body (the server may keep the connection open).
+    let mut reader = BufReader::new(stream);
+    let (mut status, mut length) = (String::new(), 0usize);
+    reader.read_line(&mut status)?;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse()?;
+        }
+    }
+    let mut answer = vec![0u8; length];
+    reader.read_exact(&mut answer)?;
+    Ok((status.trim_end().to_owned(), t.elapsed()))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -85,6 +102,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(url)
     } else {
         None
+    };
+    let now = if worker.is_some() {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+        )?
+    } else {
+        NOW
     };
     let runs: usize = args.first().map(|n| n.parse()).transpose()?.unwrap_or(10);
 
@@ -162,16 +188,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 acct: "acct".to_owned(),
                 nonce: "bench".to_owned(),
                 scope: CLIENT_TOKEN_SCOPE.to_owned(),
-                iat: NOW,
-                nbf: NOW,
-                exp: NOW + 900,
+                iat: now,
+                nbf: now,
+                exp: now + 900,
                 jti: session.clone(),
                 liveness,
                 require_document: true,
             };
             let authorization = format!("Bearer {}", jwt::sign(&claims, &backend)?);
             if let Some(url) = &worker {
-                let (status, elapsed) = post(url, &authorization, &content_type, &body)?;
+                let client = format!("198.51.100.{run}");
+                let (status, elapsed) = post(url, &client, &authorization, &content_type, &body)?;
                 times.push(elapsed);
                 if run == 0 {
                     println!(

@@ -208,6 +208,26 @@ impl Edge {
         &self.published
     }
 
+    /// What can be refused from the headers alone — a locked-out client, a missing or invalid
+    /// client token — before a host reads the body. A refused token counts as a failure.
+    pub fn precheck(
+        &self,
+        authorization: Option<&str>,
+        client: &str,
+        now: i64,
+    ) -> Result<(), AttestError> {
+        self.guard
+            .check_client(client, now)
+            .map_err(AttestError::Refused)?;
+        token::bearer(authorization)
+            .and_then(|token| self.tokens.verify(token, now))
+            .map(|_| ())
+            .map_err(|error| {
+                self.guard.record_failure(client, now);
+                AttestError::Token(error)
+            })
+    }
+
     /// Checks a capture and signs what was seen.
     pub fn attest(&self, request: AttestRequest<'_>) -> Result<AttestResponse, AttestError> {
         let outcome = self.attempt(&request);
@@ -261,7 +281,9 @@ impl Edge {
             sid: claims.sid,
             nonce: claims.nonce,
             iat: request.now,
-            exp: request.now + self.settings.attestation_ttl_secs,
+            exp: request
+                .now
+                .saturating_add(self.settings.attestation_ttl_secs),
             jti: random::id("att"),
             images: outcome.images,
             checks: checks.clone(),

@@ -58,8 +58,10 @@ pub struct Requirements {
 #[derive(Debug, Clone)]
 pub struct Checker {
     frames: FrameQuality,
-    /// Limits for every uploaded image.
+    /// Limits for the selfie and the document photo.
     pub decode: DecodeLimits,
+    /// Limits for challenge frames: camera frames, far smaller than photos.
+    pub frame_decode: DecodeLimits,
     pub active: ActiveThresholds,
 }
 
@@ -67,10 +69,16 @@ impl Checker {
     pub fn bundled() -> Result<Self, ModelError> {
         Ok(Self {
             frames: FrameQuality::bundled()?,
+            // A 16 MP photo decodes to 48 MB of RGB: within a Worker's 128 MB with room to work.
             decode: DecodeLimits {
                 max_bytes: 8 * 1024 * 1024,
-                max_pixels: 24_000_000,
+                max_pixels: 16_000_000,
                 max_side: 8_000,
+            },
+            frame_decode: DecodeLimits {
+                max_bytes: 2 * 1024 * 1024,
+                max_pixels: 2_100_000,
+                max_side: 2_048,
             },
             active: ActiveThresholds::default(),
         })
@@ -94,22 +102,26 @@ impl Checker {
     ) -> Result<CheckOutcome, ModelError> {
         let mut failures = Vec::new();
         let images = attested_images(capture);
-        let decoded: Vec<Option<RgbImage>> = capture
-            .selfies
-            .iter()
-            .enumerate()
-            .map(|(i, bytes)| {
-                idyntra_models::decode(bytes, &self.decode)
-                    .map(|d| d.image)
-                    .map_err(|error| {
-                        let part = if i == 0 { "selfie" } else { "frames" };
-                        failures.push(FailedCheck::new(part, error.code(), &error.to_string()));
-                    })
-                    .ok()
-            })
-            .collect();
-
-        let selfie_quality = match &decoded[0] {
+        let Some(selfie_bytes) = capture.selfies.first() else {
+            failures.push(FailedCheck::new(
+                "selfie",
+                "selfie_missing",
+                "At least one selfie is required.",
+            ));
+            return Ok(CheckOutcome {
+                checks: None,
+                images,
+                failures,
+            });
+        };
+        let selfie = match idyntra_models::decode(selfie_bytes, &self.decode) {
+            Ok(decoded) => Some(decoded.image),
+            Err(error) => {
+                failures.push(FailedCheck::new("selfie", error.code(), &error.to_string()));
+                None
+            }
+        };
+        let selfie_quality = match &selfie {
             Some(selfie) => Some(self.quality("selfie", selfie, Purpose::Selfie, &mut failures)?),
             None => None,
         };
@@ -142,7 +154,7 @@ impl Checker {
         };
         let challenge = match needs.liveness {
             LivenessMode::Active => {
-                Some(self.challenge(capture, &decoded, needs, &mut failures)?)
+                Some(self.challenge(capture, selfie.as_ref(), needs, &mut failures)?)
             }
             LivenessMode::Passive => None,
         };
@@ -181,22 +193,36 @@ impl Checker {
         Ok(report)
     }
 
-    /// The active challenge derived from the session nonce, judged on the selfie parts.
+    /// The active challenge derived from the session nonce, judged on the selfie parts. Frames are
+    /// decoded one at a time, within the frame limits, and dropped once observed: memory stays at
+    /// one frame whatever their number.
     fn challenge(
         &self,
         capture: &Capture,
-        decoded: &[Option<RgbImage>],
+        selfie: Option<&RgbImage>,
         needs: &Requirements,
         failures: &mut Vec<FailedCheck>,
     ) -> Result<ScoredCheck, ModelError> {
         let challenge = liveness::challenge_for(needs.nonce.as_bytes());
-        let mut observations = Vec::with_capacity(decoded.len());
+        let mut observations = Vec::with_capacity(capture.selfies.len());
         if let Some(timeline) = &capture.timeline {
-            for (frame, timing) in decoded.iter().zip(timeline) {
-                // An undecodable frame is already a failure; the rest are still judged.
+            let mut undecodable = None;
+            for (i, (bytes, timing)) in capture.selfies.iter().zip(timeline).enumerate() {
+                let frame = if i == 0 {
+                    selfie.cloned()
+                } else {
+                    idyntra_models::decode(bytes, &self.frame_decode)
+                        .map_err(|error| undecodable = Some(error))
+                        .ok()
+                        .map(|decoded| decoded.image)
+                };
+                // An undecodable frame is a failure; the rest are still judged.
                 if let Some(frame) = frame {
-                    observations.push(self.frames.observe(frame, *timing)?);
+                    observations.push(self.frames.observe(&frame, *timing)?);
                 }
+            }
+            if let Some(error) = undecodable {
+                failures.push(FailedCheck::new("frames", error.code(), &error.to_string()));
             }
         } else {
             failures.push(FailedCheck::new(

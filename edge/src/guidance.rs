@@ -89,6 +89,7 @@ pub struct ChallengeTracker {
     step_started_ms: f64,
     frames_in_step: usize,
     neutral_yaws: Vec<f32>,
+    last_at_ms: Option<u32>,
 }
 
 impl ChallengeTracker {
@@ -101,6 +102,7 @@ impl ChallengeTracker {
             step_started_ms: 0.0,
             frames_in_step: 0,
             neutral_yaws: Vec::new(),
+            last_at_ms: None,
         }
     }
 
@@ -129,10 +131,15 @@ impl ChallengeTracker {
             self.step_started_ms = now_ms;
         }
         let step = self.step.min(self.challenge.steps.len().saturating_sub(1));
-        let timing = FrameTiming {
-            at_ms: (now_ms - started).clamp(0.0, f64::from(u32::MAX)) as u32,
-            step,
+        // The verifier wants strictly increasing times: a repeated or backward clock reading (or
+        // NaN) becomes one millisecond after the previous frame.
+        let elapsed_ms = (now_ms - started).clamp(0.0, f64::from(u32::MAX - 1)) as u32;
+        let at_ms = match self.last_at_ms {
+            Some(last) => elapsed_ms.max(last.saturating_add(1)),
+            None => elapsed_ms,
         };
+        self.last_at_ms = Some(at_ms);
+        let timing = FrameTiming { at_ms, step };
         let observation = models.observe(&frame, timing)?;
         self.frames_in_step += 1;
         let elapsed = now_ms - self.step_started_ms;
@@ -154,7 +161,7 @@ impl ChallengeTracker {
                     .yaw_deg
                     .map_or(0.0, |yaw| (yaw - self.baseline()) * sign);
                 turn_progress = (turned / self.limits.min_turn_deg).clamp(0.0, 1.0);
-                (enough_frames && turn_progress >= 1.0) || elapsed >= f64::from(*max_ms)
+                enough_frames && (turn_progress >= 1.0 || elapsed >= f64::from(*max_ms))
             }
             None => true,
         };
@@ -228,7 +235,14 @@ mod tests {
         let late = tracker
             .track(&models, &frame, 64, 48, now + 5000.0)
             .unwrap();
-        assert_eq!(late.timing.step, first_turn);
-        assert_eq!(late.next, steps.get(first_turn + 1).cloned());
+        // Time is up, but the step still needs its frames.
+        assert_eq!(late.next, steps.get(first_turn).cloned());
+        let last = tracker
+            .track(&models, &frame, 64, 48, now + 5000.0)
+            .unwrap();
+        assert_eq!(last.timing.step, first_turn);
+        // The same clock reading twice still gives increasing times.
+        assert_eq!(last.timing.at_ms, late.timing.at_ms + 1);
+        assert_eq!(last.next, steps.get(first_turn + 1).cloned());
     }
 }

@@ -104,6 +104,26 @@ async fn attest(State(service): State<EdgeService>, request: Request) -> Respons
     if announced.is_some_and(|length| length > limit) {
         return too_large();
     }
+    let client = (service.identify)(&parts);
+    let authorization = header_text(&parts.headers, &header::AUTHORIZATION).map(str::to_owned);
+    // No body is read for a locked-out client or a bad token.
+    if let Err(error) = service
+        .edge
+        .precheck(authorization.as_deref(), &client, now_secs())
+    {
+        return error_response(&error);
+    }
+    let body = match axum::body::to_bytes(Body::new(body), limit).await {
+        Ok(body) => body,
+        Err(error) if is_length_limit(&error) => return too_large(),
+        Err(_) => {
+            return problem_response(
+                &Problem::new(400, "body_unreadable", "The body could not be read")
+                    .with_detail("The upload was interrupted; send it again."),
+            );
+        }
+    };
+    // A slot is taken only for the checks, once the whole body is here: slow uploads hold none.
     let Ok(permit) = service.permits.clone().try_acquire_owned() else {
         let mut response = problem_response(
             &Problem::new(503, "overloaded", "Too many captures are being checked")
@@ -114,12 +134,6 @@ async fn attest(State(service): State<EdgeService>, request: Request) -> Respons
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     };
-    let body = match axum::body::to_bytes(Body::new(body), limit).await {
-        Ok(body) => body,
-        Err(_) => return too_large(),
-    };
-    let client = (service.identify)(&parts);
-    let authorization = header_text(&parts.headers, &header::AUTHORIZATION).map(str::to_owned);
     let content_type = header_text(&parts.headers, &header::CONTENT_TYPE).map(str::to_owned);
     let edge = service.edge.clone();
     // Decoding and the models take tens of milliseconds of CPU: off the async threads.
@@ -143,6 +157,18 @@ async fn attest(State(service): State<EdgeService>, request: Request) -> Respons
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// Whether reading a body failed on its length limit (rather than on the connection).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// `POST /v1/attest` alone, for a host that adds its own layers (the backend).
@@ -217,6 +243,21 @@ mod tests {
     use crate::checks::Checker;
     use crate::keys::{EdKey, KeySet};
 
+    /// A client token of the test backend key, valid now.
+    fn token() -> String {
+        let now = now_secs();
+        let claims = idyntra_types::ClientTokenClaims {
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            ..crate::token::tests::claims()
+        };
+        format!(
+            "Bearer {}",
+            crate::token::tests::sign(&crate::token::tests::backend_key(), &claims)
+        )
+    }
+
     fn router(max_body_bytes: usize, concurrency: usize) -> Router {
         let edge = Edge::new(
             EdgeSettings {
@@ -226,7 +267,7 @@ mod tests {
                 },
                 ..EdgeSettings::default()
             },
-            KeySet::new([EdKey::generate("backend-1").unwrap().public()]).unwrap(),
+            KeySet::new([crate::token::tests::backend_key().public()]).unwrap(),
             EdKey::generate("edge-1").unwrap(),
             Vec::new(),
             Checker::bundled().unwrap(),
@@ -257,12 +298,28 @@ mod tests {
         );
         let request = Request::post("/v1/attest")
             .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+            .header(header::AUTHORIZATION, token())
             .body(Body::from_stream(chunks))
             .unwrap();
         let response = router(5000, 2).oneshot(request).await.unwrap();
         assert_eq!(
             status_and_code(response).await,
             (413, "payload_too_large".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_valid_token_no_body_is_read() {
+        let never = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let request = Request::post("/v1/attest")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+            .body(Body::from_stream(never))
+            .unwrap();
+        // The body never ends: answering at all shows it was not read.
+        let response = router(5000, 2).oneshot(request).await.unwrap();
+        assert_eq!(
+            status_and_code(response).await,
+            (401, "client_token_missing".to_owned())
         );
     }
 

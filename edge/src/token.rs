@@ -87,10 +87,10 @@ impl ClientTokenVerifier {
                 SignatureError::UnknownKey => TokenError::UnknownKey,
                 SignatureError::BadSignature => TokenError::BadSignature,
             })?;
-        if claims.exp + LEEWAY_SECS <= now {
+        if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(TokenError::Expired);
         }
-        if claims.nbf.max(claims.iat) > now + LEEWAY_SECS {
+        if claims.nbf.max(claims.iat) > now.saturating_add(LEEWAY_SECS) {
             return Err(TokenError::NotYetValid);
         }
         if claims.iss != self.issuer {

@@ -83,10 +83,10 @@ impl AttestationVerifier {
                 SignatureError::UnknownKey => AttestationError::UnknownKey,
                 SignatureError::BadSignature => AttestationError::BadSignature,
             })?;
-        if claims.exp + LEEWAY_SECS <= now {
+        if claims.exp.saturating_add(LEEWAY_SECS) <= now {
             return Err(AttestationError::Expired);
         }
-        if claims.iat > now + LEEWAY_SECS {
+        if claims.iat > now.saturating_add(LEEWAY_SECS) {
             return Err(AttestationError::NotYetValid);
         }
         if !self.issuers.contains(&claims.iss) {

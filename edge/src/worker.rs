@@ -68,7 +68,7 @@ fn build(env: &Env) -> Result<Edge, String> {
         },
         ..EdgeSettings::default()
     };
-    let signing = EdKey::parse(&setting(env, "EDGE_KID", "edge-1"), &private_key)
+    let signing = EdKey::parse(&setting(env, "EDGE_KID", "edge-worker-1"), &private_key)
         .map_err(|e| format!("EDGE_PRIVATE_KEY: {e}"))?;
     let checker = Checker::bundled().map_err(|e| e.to_string())?;
     Edge::new(settings, token_keys, signing, retired, checker).map_err(|e| e.to_string())
@@ -116,18 +116,30 @@ async fn attest(mut request: Request, edge: &Edge) -> worker::Result<Response> {
     if announced.is_some_and(|length| length > limit) {
         return error_response(&too_large);
     }
-    let body = request.bytes().await?;
-    if body.len() > limit {
-        return error_response(&too_large);
-    }
+    let Some(length) = announced else {
+        // Without a length the body would be buffered whole before it could be measured.
+        return problem(
+            &Problem::new(411, "length_required", "Content-Length is required").with_detail(
+                "Send the capture with its Content-Length (as fetch does with FormData).",
+            ),
+        );
+    };
     let headers = request.headers();
     let authorization = headers.get("authorization")?;
-    let content_type = headers.get("content-type")?;
     // Cloudflare sets the client's address; a request without it is local (`wrangler dev`).
     let client = headers
         .get("cf-connecting-ip")?
         .unwrap_or_else(|| "local".to_owned());
     let now = (worker::Date::now().as_millis() / 1000) as i64;
+    if let Err(error) = edge.precheck(authorization.as_deref(), &client, now) {
+        return error_response(&error);
+    }
+    let body = request.bytes().await?;
+    if body.len() > limit || body.len() != length {
+        return error_response(&too_large);
+    }
+    let headers = request.headers();
+    let content_type = headers.get("content-type")?;
     match edge.attest(AttestRequest {
         authorization: authorization.as_deref(),
         content_type: content_type.as_deref(),
@@ -144,6 +156,8 @@ async fn attest(mut request: Request, edge: &Edge) -> worker::Result<Response> {
 /// names it.
 fn cors(env: &Env, origin: Option<&str>, headers: &Headers) -> worker::Result<()> {
     let allowed = setting(env, "ALLOWED_ORIGINS", "");
+    // Answers differ by origin, and some are cacheable (the JWKS).
+    headers.set("vary", "origin")?;
     let Some(origin) = origin else {
         return Ok(());
     };
@@ -153,7 +167,6 @@ fn cors(env: &Env, origin: Option<&str>, headers: &Headers) -> worker::Result<()
         .any(|o| o == origin)
     {
         headers.set("access-control-allow-origin", origin)?;
-        headers.set("vary", "origin")?;
         headers.set("access-control-allow-methods", "GET, POST")?;
         headers.set(
             "access-control-allow-headers",
@@ -167,7 +180,23 @@ fn cors(env: &Env, origin: Option<&str>, headers: &Headers) -> worker::Result<()
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, _context: Context) -> worker::Result<Response> {
-    let origin = request.headers().get("origin")?;
+    let origin = request.headers().get("origin").ok().flatten();
+    // Every answer, errors included, carries the CORS headers the browser needs to read it.
+    let response = match respond(request, &env).await {
+        Ok(response) => response,
+        Err(error) => {
+            worker::console_error!("request failed: {error}");
+            problem(
+                &Problem::new(400, "bad_request", "The request could not be read")
+                    .with_detail("Send it again."),
+            )?
+        }
+    };
+    cors(&env, origin.as_deref(), response.headers())?;
+    Ok(response)
+}
+
+async fn respond(request: Request, env: &Env) -> worker::Result<Response> {
     let route = (request.method(), request.path());
     let response = match (&route.0, route.1.as_str()) {
         (Method::Options, _) => Response::empty()?.with_status(204),
@@ -176,28 +205,25 @@ async fn fetch(request: Request, env: Env, _context: Context) -> worker::Result<
             &serde_json::json!({"status": "ok"}),
             "application/json",
         )?,
-        (Method::Get, "/.well-known/jwks.json") | (Method::Post, "/v1/attest") => {
-            match edge(&env) {
-                Err(message) => {
-                    worker::console_error!("edge configuration: {message}");
-                    problem(&Problem::new(
-                        503,
-                        "not_configured",
-                        "The edge is not configured",
-                    ))?
-                }
-                Ok(edge) if route.0 == Method::Post => attest(request, &edge).await?,
-                Ok(edge) => {
-                    let response = json_response(200, &edge.jwks(), "application/json")?;
-                    response
-                        .headers()
-                        .set("cache-control", "public, max-age=300")?;
-                    response
-                }
+        (Method::Get, "/.well-known/jwks.json") | (Method::Post, "/v1/attest") => match edge(env) {
+            Err(message) => {
+                worker::console_error!("edge configuration: {message}");
+                problem(&Problem::new(
+                    503,
+                    "not_configured",
+                    "The edge is not configured",
+                ))?
             }
-        }
+            Ok(edge) if route.0 == Method::Post => attest(request, &edge).await?,
+            Ok(edge) => {
+                let response = json_response(200, &edge.jwks(), "application/json")?;
+                response
+                    .headers()
+                    .set("cache-control", "public, max-age=300")?;
+                response
+            }
+        },
         _ => problem(&Problem::new(404, "not_found", "Not found").with_detail("no such route"))?,
     };
-    cors(&env, origin.as_deref(), response.headers())?;
     Ok(response)
 }
