@@ -569,6 +569,10 @@ async fn prod_profile_refuses_unsafe_configuration() {
         .set(
             "IDYNTRA_SIGNING__PRIVATE_KEY",
             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .set(
+            "IDYNTRA_EDGE__PRIVATE_KEY",
+            "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
         );
     let refused = prod.cli(&["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(refused.status.code(), Some(1));
