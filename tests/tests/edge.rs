@@ -77,10 +77,6 @@ async fn both_native_hosts_attest_a_live_capture_that_one_verifier_accepts() {
     );
     let (frontal, turned) = (frame("obama.jpg"), frame("obama2.jpg"));
     let document = registry_photo_bytes("obama.jpg");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
     for host in [&edge, &backend] {
         let (session_id, token, nonce) = session(&backend, key).await;
         let parts = sample::active_parts(&nonce, Answer::Live, &frontal, &turned, Some(&document));
@@ -88,6 +84,11 @@ async fn both_native_hosts_attest_a_live_capture_that_one_verifier_accepts() {
         assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
         assert_eq!(response.headers()["cache-control"], "no-store");
         let answer: Value = response.json().await.unwrap();
+        // Now, after the answer: the attestation is dated when it was signed.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         let claims = verifier
             .verify(
                 answer["attestation"].as_str().unwrap(),
