@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use idyntra_types::{FieldError, Problem};
 
@@ -147,13 +146,7 @@ impl IntoResponse for ApiError {
 /// Answers a problem document, stamped with the current request id.
 pub fn problem_response(mut problem: Problem) -> Response {
     problem.request_id = request_id::current();
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = (status, Json(problem)).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(Problem::CONTENT_TYPE),
-    );
-    response
+    idyntra_edge::native::problem_response(&problem)
 }
 
 /// Storage failures are internal unless they are the client's doing, which callers map first;
