@@ -26,7 +26,9 @@ const KEY_LEN: usize = KEY_START.len() + 43;
 /// What a key may do.
 pub const SCOPE_SESSIONS_READ: &str = "sessions:read";
 pub const SCOPE_SESSIONS_WRITE: &str = "sessions:write";
-pub const ALL_SCOPES: [&str; 2] = [SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE];
+/// Manage webhook endpoints and read their deliveries.
+pub const SCOPE_WEBHOOKS: &str = "webhooks";
+pub const ALL_SCOPES: [&str; 3] = [SCOPE_SESSIONS_READ, SCOPE_SESSIONS_WRITE, SCOPE_WEBHOOKS];
 
 /// A freshly made key: the only moment the secret exists outside the caller's hands.
 pub struct PlainKey(String);
@@ -182,7 +184,10 @@ mod tests {
 
     #[test]
     fn scopes_are_checked() {
-        assert_eq!(parse_scopes(&[]).unwrap(), "sessions:read sessions:write");
+        assert_eq!(
+            parse_scopes(&[]).unwrap(),
+            "sessions:read sessions:write webhooks"
+        );
         assert_eq!(
             parse_scopes(&["sessions:read,sessions:read".to_owned()]).unwrap(),
             "sessions:read"

@@ -43,6 +43,12 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The embedded edge (`edge.embedded`), serving `POST /v1/attest`.
     pub edge: Option<Arc<idyntra_edge::Edge>>,
+    /// The edges whose attestations media uploads must carry.
+    pub edge_trust: crate::edge_trust::EdgeTrust,
+    /// Master keys of the sealed media and webhook secrets.
+    pub vault: crate::vault::Vault,
+    /// The face models of finalize, on their bounded pool.
+    pub faces: Arc<crate::inference::FaceEngine>,
     /// When each key's `last_used_at` was last written, so a busy key costs one write a minute.
     key_touches: Mutex<HashMap<String, i64>>,
 }
@@ -59,6 +65,8 @@ struct DevSecrets {
     /// Added after the first two: files written before it get one on the next start.
     #[serde(default)]
     edge_signing_seed: Option<String>,
+    #[serde(default)]
+    media_master_key: Option<String>,
 }
 
 impl App {
@@ -89,6 +97,14 @@ impl App {
         } else {
             None
         };
+        let vault = crate::vault::Vault::new(&config.media, &media_master_key(&config)?)?;
+        let edge_trust = crate::edge_trust::EdgeTrust::new(&config)?;
+        edge_trust.prefetch().await;
+        let inference = config.inference.clone();
+        let faces =
+            tokio::task::spawn_blocking(move || crate::inference::FaceEngine::load(&inference))
+                .await
+                .context("loading the face models")??;
         let client_tokens = ClientTokenIssuer::new(
             signing,
             &config.issuer,
@@ -104,6 +120,9 @@ impl App {
             limiter,
             metrics,
             edge,
+            edge_trust,
+            vault,
+            faces: Arc::new(faces),
             config,
             key_touches: Mutex::new(HashMap::new()),
         })
@@ -225,8 +244,9 @@ fn load_or_create_dev_secrets(data_dir: &Path) -> anyhow::Result<DevSecrets> {
         let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
         let mut secrets: DevSecrets =
             serde_json::from_str(&text).with_context(|| path.display().to_string())?;
-        if secrets.edge_signing_seed.is_none() {
-            secrets.edge_signing_seed = Some(new_seed());
+        if secrets.edge_signing_seed.is_none() || secrets.media_master_key.is_none() {
+            secrets.edge_signing_seed.get_or_insert_with(new_seed);
+            secrets.media_master_key.get_or_insert_with(new_aes_key);
             let staged = data_dir.join("dev-secrets.json.new");
             let _ = std::fs::remove_file(&staged);
             write_private(&staged, &serde_json::to_vec_pretty(&secrets)?)
@@ -240,10 +260,30 @@ fn load_or_create_dev_secrets(data_dir: &Path) -> anyhow::Result<DevSecrets> {
         api_key_pepper: PlainKey::generate().expose().to_owned(),
         signing_seed: new_seed(),
         edge_signing_seed: Some(new_seed()),
+        media_master_key: Some(new_aes_key()),
     };
     write_private(&path, &serde_json::to_vec_pretty(&secrets)?)
         .with_context(|| path.display().to_string())?;
     Ok(secrets)
+}
+
+fn new_aes_key() -> String {
+    use base64::Engine;
+    let key: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// The media master key: configured, or in `dev` generated and kept in `data_dir`.
+fn media_master_key(config: &Config) -> anyhow::Result<Secret> {
+    match &config.media.master_key {
+        Some(key) => Ok(key.clone()),
+        // `validate` refused a missing key outside dev.
+        None => Ok(Secret::new(
+            load_or_create_dev_secrets(&config.data_dir)?
+                .media_master_key
+                .unwrap_or_default(),
+        )),
+    }
 }
 
 fn new_seed() -> String {

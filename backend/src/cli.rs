@@ -42,6 +42,8 @@ enum Command {
     },
     /// Apply the configured database's migrations.
     Migrate,
+    /// Run jobs (async finalize, webhook deliveries, retention) without serving the API.
+    Worker,
     /// Manage secret API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -276,6 +278,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init_logging(&config.log);
             serve(config).await?;
         }
+        Command::Worker => {
+            telemetry::init_logging(&config.log);
+            let app = App::open(config).await?;
+            tracing::info!(database = app.store.kind(), "worker running");
+            println!("idyntra worker running");
+            crate::jobs::run(app.into_state(), shutdown_signal()).await;
+        }
         command => {
             // Commands print their results on stdout; only warnings go to the log.
             telemetry::init_logging(&LogConfig {
@@ -291,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Keys(keys) => run_keys(&app, keys).await,
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
                 Command::Serve { .. }
+                | Command::Worker
                 | Command::Eval(_)
                 | Command::Verify { .. }
                 | Command::Edge(_) => {

@@ -50,6 +50,11 @@ impl SigningIdentity {
         self.key.seed_base64()
     }
 
+    /// The Ed25519 signature of `message` (webhook bodies).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message)
+    }
+
     /// The public key as a JWK `x` (base64url).
     pub fn public_x(&self) -> String {
         self.key.public().x()

@@ -16,6 +16,13 @@ use figment::value::Value;
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+mod pipeline;
+
+pub use pipeline::{
+    AttestationConfig, DecisionConfig, Device, InferenceConfig, JobsConfig, MasterKey, MediaConfig,
+    WebhookConfig, WhenUnchecked, aes_key,
+};
+
 /// Environment variable prefix of every setting.
 pub const ENV_PREFIX: &str = "IDYNTRA_";
 /// Environment variable naming the TOML file (default `idyntra.toml` in the working directory).
@@ -88,6 +95,12 @@ pub struct Config {
     pub signing: SigningConfig,
     pub sessions: SessionsConfig,
     pub edge: EdgeConfig,
+    pub attestation: AttestationConfig,
+    pub media: MediaConfig,
+    pub inference: InferenceConfig,
+    pub decision: DecisionConfig,
+    pub webhooks: WebhookConfig,
+    pub jobs: JobsConfig,
     pub log: LogConfig,
 }
 
@@ -109,6 +122,12 @@ impl Default for Config {
             signing: SigningConfig::default(),
             sessions: SessionsConfig::default(),
             edge: EdgeConfig::default(),
+            attestation: AttestationConfig::default(),
+            media: MediaConfig::default(),
+            inference: InferenceConfig::default(),
+            decision: DecisionConfig::default(),
+            webhooks: WebhookConfig::default(),
+            jobs: JobsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -518,6 +537,7 @@ impl Config {
             &self.signing.retired_keys,
         )?;
         self.validate_edge_settings()?;
+        pipeline::validate(self)?;
         if self.edge.embedded && !self.sessions.client_token_audience.contains(&self.edge.id) {
             return Err(ConfigError::invalid(
                 "sessions.client_token_audience",
@@ -700,9 +720,17 @@ fn check_public_keys(
 
 fn is_string_setting(setting: &str) -> bool {
     let setting = setting.to_ascii_lowercase();
-    ["pepper", "private_key", "url", "prefix", "issuer", "kid"]
-        .iter()
-        .any(|suffix| setting.ends_with(suffix))
+    [
+        "pepper",
+        "private_key",
+        "master_key",
+        "url",
+        "prefix",
+        "issuer",
+        "kid",
+    ]
+    .iter()
+    .any(|suffix| setting.ends_with(suffix))
 }
 
 fn duration_text<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
@@ -751,6 +779,10 @@ mod tests {
             ("IDYNTRA_API_KEYS__PEPPER", PEPPER),
             ("IDYNTRA_SIGNING__PRIVATE_KEY", "AAAA"),
             ("IDYNTRA_EDGE__PRIVATE_KEY", "BBBB"),
+            (
+                "IDYNTRA_MEDIA__MASTER_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
         ]
     }
 

@@ -13,18 +13,27 @@ pub mod cli;
 pub mod client_token;
 pub mod clock;
 pub mod config;
+pub mod decision;
 pub mod edge_host;
+pub mod edge_trust;
 pub mod error;
 pub mod eval;
+pub mod events;
+pub mod finalize;
 pub mod idempotency;
 pub mod ids;
+pub mod inference;
+pub mod jobs;
 pub mod perimeter;
 pub mod rate_limit;
 pub mod redis_link;
 pub mod request_id;
 pub mod store;
+pub mod submission;
 pub mod telemetry;
+pub mod vault;
 pub mod verify;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +57,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let maintenance = tokio::spawn(maintain_forever(state.clone()));
+    let (stop_jobs, jobs_stopped) = tokio::sync::oneshot::channel::<()>();
+    let jobs = state.config.jobs.in_server.then(|| {
+        tokio::spawn(jobs::run(state.clone(), async move {
+            let _ = jobs_stopped.await;
+        }))
+    });
     let router = api::router(state.clone());
     let served = axum::serve(
         listener,
@@ -56,6 +71,10 @@ pub async fn serve(
     .with_graceful_shutdown(shutdown)
     .await;
     maintenance.abort();
+    let _ = stop_jobs.send(());
+    if let Some(jobs) = jobs {
+        let _ = jobs.await;
+    }
     // Chain what the last requests wrote before the process ends.
     if let Err(error) = state.store.seal_audit(i64::MAX).await {
         tracing::warn!(error = %error, "could not seal the audit log at shutdown");

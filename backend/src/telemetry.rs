@@ -67,6 +67,14 @@ pub struct Metrics {
     pub rate_limit_fallback: Counter,
     pub db_connections: Family<PoolLabels, Gauge>,
     pub redis_up: Gauge,
+    pub webhook_attempts: Family<OutcomeLabels, Counter>,
+    pub decisions: Family<OutcomeLabels, Counter>,
+}
+
+/// The outcome of a webhook attempt or a decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -113,8 +121,22 @@ impl Default for Metrics {
             "1 when the last Redis operation succeeded, 0 when Redis is unavailable or not configured",
             redis_up.clone(),
         );
+        let webhook_attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts, by outcome (delivered, pending: to be retried, failed)",
+            webhook_attempts.clone(),
+        );
+        let decisions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "decisions",
+            "Sessions decided, by decision",
+            decisions.clone(),
+        );
         Self {
             registry,
+            webhook_attempts,
+            decisions,
             http_requests,
             http_duration,
             rate_limit_rejections,
@@ -126,6 +148,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn webhook_attempt(&self, outcome: &'static str) {
+        self.webhook_attempts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut text = String::new();

@@ -109,6 +109,7 @@ pub fn verify(
                 sha256: m.sha256.to_owned(),
             })
             .collect(),
+        engine: Some("tract-cpu".to_owned()),
         timings_ms: timings,
     })
 }

@@ -4,6 +4,9 @@
 //! ones frames of the liveness challenge), `document` at most once, `timeline` (JSON: one
 //! `{"at_ms", "step"}` per `selfie` part, for active liveness) and `signals` (JSON object: what the
 //! browser noticed about its camera, recorded as received). Anything else is refused.
+//!
+//! The backend's media upload (`POST /v1/sessions/{id}/media`) is the same form with an
+//! `attestation` part instead of `timeline` and `signals`: [`Capture::parse_upload`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -51,12 +54,14 @@ pub enum CaptureError {
     PartTooLarge { part: String, max: usize },
     #[error("at most {max} `selfie` parts are accepted")]
     TooManyFrames { max: usize },
-    #[error("unknown part `{0}`: the parts are selfie, document, timeline and signals")]
-    UnknownPart(String),
+    #[error("unknown part `{0}`: the parts are {parts}", parts = .1.join(", "))]
+    UnknownPart(String, &'static [&'static str]),
     #[error("the `{0}` part may appear once")]
     RepeatedPart(String),
     #[error("at least one `selfie` part is required")]
     MissingSelfie,
+    #[error("the `attestation` part is required: the edge's answer to the capture")]
+    MissingAttestation,
     #[error("the `timeline` part is invalid: {0}")]
     BadTimeline(String),
     #[error("the `signals` part must be a JSON object of strings, numbers and booleans")]
@@ -72,9 +77,10 @@ impl CaptureError {
             Self::BodyTooLarge { .. } => "payload_too_large",
             Self::PartTooLarge { .. } => "part_too_large",
             Self::TooManyFrames { .. } => "too_many_frames",
-            Self::UnknownPart(_) => "unknown_part",
+            Self::UnknownPart(..) => "unknown_part",
             Self::RepeatedPart(_) => "repeated_part",
             Self::MissingSelfie => "selfie_missing",
+            Self::MissingAttestation => "attestation_missing",
             Self::BadTimeline(_) => "invalid_timeline",
             Self::BadSignals => "invalid_signals",
             Self::Malformed(_) => "malformed_multipart",
@@ -101,9 +107,14 @@ pub struct Capture {
     /// One timing per `selfie` part, when sent.
     pub timeline: Option<Vec<FrameTiming>>,
     pub signals: BTreeMap<String, Value>,
+    /// The edge's attestation, in a media upload.
+    pub attestation: Option<Bytes>,
 }
 
-const PARTS: [&str; 4] = ["selfie", "document", "timeline", "signals"];
+/// Parts of `POST /v1/attest`.
+const ATTEST_PARTS: &[&str] = &["selfie", "document", "timeline", "signals"];
+/// Parts of a media upload to the backend.
+const UPLOAD_PARTS: &[&str] = &["attestation", "selfie", "document"];
 
 impl Capture {
     /// Reads a multipart body whose `Content-Type` header is `content_type`.
@@ -111,6 +122,28 @@ impl Capture {
         content_type: Option<&str>,
         body: Bytes,
         limits: &CaptureLimits,
+    ) -> Result<Self, CaptureError> {
+        Self::parse_parts(content_type, body, limits, ATTEST_PARTS)
+    }
+
+    /// Reads a media upload: the `attestation` (required), `selfie` and `document` parts.
+    pub fn parse_upload(
+        content_type: Option<&str>,
+        body: Bytes,
+        limits: &CaptureLimits,
+    ) -> Result<Self, CaptureError> {
+        let capture = Self::parse_parts(content_type, body, limits, UPLOAD_PARTS)?;
+        if capture.attestation.is_none() {
+            return Err(CaptureError::MissingAttestation);
+        }
+        Ok(capture)
+    }
+
+    fn parse_parts(
+        content_type: Option<&str>,
+        body: Bytes,
+        limits: &CaptureLimits,
+        parts: &'static [&'static str],
     ) -> Result<Self, CaptureError> {
         let content_type = content_type.ok_or(CaptureError::NotMultipart)?;
         let essence = content_type.split(';').next().unwrap_or_default().trim();
@@ -125,7 +158,7 @@ impl Capture {
         let boundary = multer::parse_boundary(content_type)
             .map_err(|e| CaptureError::Malformed(e.to_string()))?;
         let constraints = Constraints::new()
-            .allowed_fields(PARTS.to_vec())
+            .allowed_fields(parts.to_vec())
             .size_limit(
                 SizeLimit::new()
                     .whole_stream(limits.max_body_bytes as u64)
@@ -136,7 +169,7 @@ impl Capture {
         let stream = futures_util::stream::once(async move { Ok::<Bytes, Infallible>(body) });
         let multipart = Multipart::with_constraints(stream, boundary, constraints);
         // The whole body is already in memory, so reading it never waits.
-        read(multipart, limits)
+        read(multipart, limits, parts)
             .now_or_never()
             .unwrap_or_else(|| Err(CaptureError::Malformed("incomplete body".to_owned())))
     }
@@ -145,12 +178,17 @@ impl Capture {
 async fn read(
     mut multipart: Multipart<'static>,
     limits: &CaptureLimits,
+    parts: &'static [&'static str],
 ) -> Result<Capture, CaptureError> {
     let mut capture = Capture::default();
     let (mut timeline, mut signals) = (None, None);
-    while let Some(field) = multipart.next_field().await.map_err(refusal)? {
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|error| refusal(error, parts))?
+    {
         let name = field.name().unwrap_or_default().to_owned();
-        let bytes = field.bytes().await.map_err(refusal)?;
+        let bytes = field.bytes().await.map_err(|error| refusal(error, parts))?;
         match name.as_str() {
             "selfie" => {
                 if capture.selfies.len() == limits.max_selfie_parts {
@@ -163,7 +201,8 @@ async fn read(
             "document" => once(&mut capture.document, bytes, &name)?,
             "timeline" => once(&mut timeline, bytes, &name)?,
             "signals" => once(&mut signals, bytes, &name)?,
-            _ => return Err(CaptureError::UnknownPart(name)),
+            "attestation" => once(&mut capture.attestation, bytes, &name)?,
+            _ => return Err(CaptureError::UnknownPart(name, parts)),
         }
     }
     if capture.selfies.is_empty() {
@@ -200,10 +239,10 @@ fn once(slot: &mut Option<Bytes>, bytes: Bytes, name: &str) -> Result<(), Captur
     Ok(())
 }
 
-fn refusal(error: multer::Error) -> CaptureError {
+fn refusal(error: multer::Error, parts: &'static [&'static str]) -> CaptureError {
     match error {
         multer::Error::UnknownField { field_name } => {
-            CaptureError::UnknownPart(field_name.unwrap_or_default())
+            CaptureError::UnknownPart(field_name.unwrap_or_default(), parts)
         }
         multer::Error::StreamSizeExceeded { limit } => CaptureError::BodyTooLarge {
             max: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -345,6 +384,39 @@ mod tests {
         let whole = vec![0u8; 2001];
         let error = Capture::parse(Some(&form::content_type()), whole.into(), &limits);
         assert_eq!(error.unwrap_err().status(), 413);
+    }
+
+    #[test]
+    fn an_upload_carries_the_attestation_and_no_edge_only_parts() {
+        let limits = CaptureLimits::default();
+        let upload = |parts: &[(&str, &[u8])]| {
+            Capture::parse_upload(
+                Some(&form::content_type()),
+                form::body(parts.iter().copied()).into(),
+                &limits,
+            )
+        };
+        let capture = upload(&[
+            ("attestation", b"a.b.c"),
+            ("selfie", b"s"),
+            ("selfie", b"f"),
+            ("document", b"d"),
+        ])
+        .unwrap();
+        assert_eq!(capture.attestation.as_deref(), Some(b"a.b.c".as_slice()));
+        assert_eq!(capture.selfies.len(), 2);
+        let missing = upload(&[("selfie", b"s")]).unwrap_err();
+        assert_eq!(missing.code(), "attestation_missing");
+        let edge_only = upload(&[("attestation", b"x"), ("selfie", b"s"), ("timeline", b"[]")]);
+        let error = edge_only.unwrap_err();
+        assert_eq!(error.code(), "unknown_part");
+        assert!(
+            error.to_string().contains("attestation, selfie, document"),
+            "{error}"
+        );
+        // The edge itself takes no attestation part.
+        let error = parse(&[("selfie", b"s"), ("attestation", b"x")], &limits).unwrap_err();
+        assert_eq!(error.code(), "unknown_part");
     }
 
     #[test]

@@ -110,6 +110,12 @@ impl EdKey {
         }
     }
 
+    /// The Ed25519 signature of `message`.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer;
+        self.key.sign(message).to_bytes()
+    }
+
     pub(crate) fn encoding_key(&self) -> &EncodingKey {
         &self.encoding
     }

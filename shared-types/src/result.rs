@@ -204,6 +204,9 @@ pub struct VerificationResult {
     /// Sorted, without repeats; empty when verified.
     pub reasons: Vec<ReasonCode>,
     pub models: Vec<ModelUsed>,
+    /// The inference engine that ran the backend's models (e.g. `tract-cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Milliseconds per stage.
     pub timings_ms: BTreeMap<String, f64>,
 }

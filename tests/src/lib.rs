@@ -121,6 +121,11 @@ impl Setup {
         )
     }
 
+    /// Starts `idyntra worker` and waits until it runs.
+    pub fn worker(&self) -> Server {
+        self.start(&["worker"], "idyntra worker running")
+    }
+
     fn start(&self, args: &[&str], ready: &str) -> Server {
         let log_path = self
             .dir
@@ -370,4 +375,110 @@ pub async fn jwks(url: &str) -> serde_json::Value {
         .json()
         .await
         .expect("a JWKS is JSON")
+}
+
+/// One request a [`WebhookReceiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: axum::http::HeaderMap,
+    pub body: String,
+}
+
+/// A webhook receiver on a free local port. It answers `200` except to the first `hang`
+/// requests, which it holds open without answering (a receiver that is slow or dies mid-request).
+#[derive(Debug)]
+pub struct WebhookReceiver {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl WebhookReceiver {
+    pub async fn start(hang: usize) -> Self {
+        use std::sync::{Arc, Mutex};
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let log = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let log = log.clone();
+                async move {
+                    let count = {
+                        let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                        log.push(Received { headers, body });
+                        log.len()
+                    };
+                    if count <= hang {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let url = format!("http://{}/hook", listener.local_addr().expect("bound"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, received }
+    }
+
+    /// Everything received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits up to `within` for a request whose body has `"type":"<event_type>"`.
+    pub async fn wait_for(&self, event_type: &str, within: Duration) -> Received {
+        let needle = format!("\"type\":\"{event_type}\"");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(found) = self
+                .received()
+                .into_iter()
+                .find(|r| r.body.contains(&needle))
+            {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {event_type} webhook within {within:?}; got {:?}",
+                self.received().iter().map(|r| &r.body).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Rows of `table` (`media`, `session_key`…) that belong to `session_id`, read straight from the
+/// setup's database.
+pub async fn count_rows(setup: &Setup, table: &str, session_id: &str) -> i64 {
+    let sql = format!("select count(*) from {table} where session_id = $1");
+    match setup
+        .env
+        .iter()
+        .find(|(name, _)| name == "IDYNTRA_DATABASE_URL")
+    {
+        Some((_, url)) => {
+            let pool = sqlx::PgPool::connect(url).await.expect("the test database");
+            sqlx::query_scalar(&sql)
+                .bind(session_id)
+                .fetch_one(&pool)
+                .await
+                .expect("a count")
+        }
+        None => {
+            let path = setup.dir.path().join("data/idyntra.db");
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("the embedded database");
+            sqlx::query_scalar(&sql)
+                .bind(session_id)
+                .fetch_one(&pool)
+                .await
+                .expect("a count")
+        }
+    }
 }

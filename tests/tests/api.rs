@@ -214,7 +214,10 @@ async fn sessions_on_postgres_and_redis() {
     assert!(String::from_utf8_lossy(&migrate.stdout).contains("postgres"));
     let server = setup.serve();
     let ready: Value = http().get(server.url("/readyz")).value().await;
-    assert_eq!(ready["checks"], json!({"database": "ok", "redis": "ok"}));
+    assert_eq!(
+        ready["checks"],
+        json!({"database": "ok", "redis": "ok", "models": {"status": "ok", "engine": "tract-cpu"}})
+    );
     session_story(&setup, &server).await;
 }
 
@@ -573,6 +576,10 @@ async fn prod_profile_refuses_unsafe_configuration() {
         .set(
             "IDYNTRA_EDGE__PRIVATE_KEY",
             "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+        )
+        .set(
+            "IDYNTRA_MEDIA__MASTER_KEY",
+            "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=",
         );
     let refused = prod.cli(&["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(refused.status.code(), Some(1));

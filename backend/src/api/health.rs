@@ -87,8 +87,16 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
     if redis == Some(false) {
         failed.push("redis");
     }
+    // Models are loaded before the server starts; a breaker open after repeated failures means
+    // this instance cannot decide sessions now.
+    if !app.faces.is_available() {
+        failed.push("models");
+    }
     if failed.is_empty() {
-        let mut checks = json!({ "database": "ok" });
+        let mut checks = json!({
+            "database": "ok",
+            "models": { "status": "ok", "engine": app.faces.engine() },
+        });
         if redis.is_some() {
             checks["redis"] = json!("ok");
         }

@@ -1,8 +1,11 @@
 //! The HTTP API: routes and the layers every request passes.
 
+mod decisions;
 mod extract;
 mod health;
+mod media;
 pub mod sessions;
+pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -30,6 +33,14 @@ use crate::{auth, idempotency, perimeter, request_id, telemetry};
         sessions::retrieve,
         sessions::list,
         sessions::cancel,
+        decisions::finalize_session,
+        decisions::redact,
+        media::upload,
+        webhooks::create,
+        webhooks::list,
+        webhooks::retrieve,
+        webhooks::delete,
+        webhooks::deliveries,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -43,10 +54,17 @@ use crate::{auth, idempotency, perimeter, request_id, telemetry};
         idyntra_types::CreateSessionRequest,
         idyntra_types::Problem,
         idyntra_types::FieldError,
+        idyntra_types::VerificationResult,
+        media::MediaAccepted,
+        webhooks::CreateWebhookEndpoint,
+        webhooks::WebhookEndpoint,
+        webhooks::WebhookDelivery,
     )),
     modifiers(&SecretKeyAuth),
     tags(
         (name = "sessions", description = "Verification sessions (secret API key)"),
+        (name = "capture", description = "The browser's upload of an attested capture (client token)"),
+        (name = "webhooks", description = "Webhook endpoints and their deliveries (secret API key)"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -64,6 +82,16 @@ impl Modify for SecretKeyAuth {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("idk_…")
                     .description(Some("Secret API key, from `idyntra keys create`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "client_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The session's client token, from `POST /v1/sessions`"))
                     .build(),
             ),
         );
@@ -97,10 +125,15 @@ async fn no_route() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let config = &state.config;
     let v1 = sessions::router()
+        .merge(decisions::router())
+        .merge(webhooks::router())
         // Added last runs first: authenticate, then the idempotency check sees the account.
         .route_layer(from_fn_with_state(state.clone(), idempotency::middleware))
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_key));
-    let mut router = Router::new().merge(v1).merge(health::router());
+    let mut router = Router::new()
+        .merge(v1)
+        .merge(media::router())
+        .merge(health::router());
     // The embedded edge: `POST /v1/attest` behind the same perimeter (CORS, limits, timeouts).
     if let Some(edge) = &state.edge {
         let service = crate::edge_host::service(config, edge.clone());

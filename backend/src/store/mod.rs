@@ -3,6 +3,7 @@
 //! tests runs against both.
 
 mod audit;
+mod pipeline;
 mod postgres;
 mod shared;
 mod sqlite;
@@ -16,6 +17,10 @@ use sqlx::types::Json;
 
 pub use audit::{
     AuditEntry, AuditEvent, ChainBreak, GENESIS_HASH, verify_page as audit_verify_page,
+};
+pub use pipeline::{
+    AttestationRecord, DeliveryAttempt, DeliveryRecord, JobRecord, MediaRecord, PipelineStore,
+    SessionKeyRecord, Submission, WebhookEndpointRecord,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
@@ -154,7 +159,7 @@ pub enum Transition {
 /// Every state change takes the [`AuditEvent`] that describes it and writes both in one
 /// transaction, so the audit trail cannot miss a change that happened.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Store: PipelineStore + Send + Sync + std::fmt::Debug {
     /// Applies this database's migrations.
     async fn migrate(&self) -> StoreResult<()>;
     /// Checks the database answers (readiness).

@@ -4,6 +4,11 @@ use idyntra_types::SessionStatus;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
+use super::pipeline::{
+    ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
+    ENDPOINT_COLUMNS, JOB_COLUMNS, JobRecord, MEDIA_COLUMNS, MediaRecord, PipelineStore,
+    SessionKeyRecord, Submission, WebhookEndpointRecord, impl_pipeline_store,
+};
 use super::shared::{
     API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, bind_audit, bind_session,
     common_store_helpers, conflict_or, impl_store,
@@ -77,3 +82,13 @@ impl_store!(PostgresStore, Postgres, {
         Ok(())
     }
 });
+
+// Concurrent workers skip the rows others are claiming instead of waiting on them.
+impl_pipeline_store!(
+    PostgresStore,
+    Postgres,
+    "update job set locked_until = $2, attempts = attempts + 1 \
+     where job_id = (select job_id from job where done_at is null and run_at <= $1 \
+     and (locked_until is null or locked_until <= $1) order by run_at limit 1 for update skip locked) \
+     returning job_id, kind, payload, dedupe_key, run_at, attempts, locked_until, last_error, created_at, done_at"
+);

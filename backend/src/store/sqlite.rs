@@ -6,6 +6,11 @@ use idyntra_types::SessionStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use super::pipeline::{
+    ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
+    ENDPOINT_COLUMNS, JOB_COLUMNS, JobRecord, MEDIA_COLUMNS, MediaRecord, PipelineStore,
+    SessionKeyRecord, Submission, WebhookEndpointRecord, impl_pipeline_store,
+};
 use super::shared::{
     API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, bind_audit, bind_session,
     common_store_helpers, conflict_or, impl_store,
@@ -92,3 +97,13 @@ impl_store!(SqliteStore, Sqlite, {
         Ok(())
     }
 });
+
+// One writer connection: the first due job, taken in the same statement.
+impl_pipeline_store!(
+    SqliteStore,
+    Sqlite,
+    "update job set locked_until = $2, attempts = attempts + 1 \
+     where job_id = (select job_id from job where done_at is null and run_at <= $1 \
+     and (locked_until is null or locked_until <= $1) order by run_at limit 1) \
+     returning job_id, kind, payload, dedupe_key, run_at, attempts, locked_until, last_error, created_at, done_at"
+);

@@ -1,0 +1,216 @@
+//! `POST /v1/sessions/{id}/finalize` and `POST /v1/sessions/{id}/redact`.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use idyntra_types::{Problem, Session, SessionStatus};
+
+use super::sessions::view;
+use crate::api_keys::SCOPE_SESSIONS_WRITE;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::clock;
+use crate::error::ApiError;
+use crate::finalize::{self, FinalizeError, Requester, is_decided};
+use crate::ids;
+use crate::inference::InferenceError;
+use crate::store::Transition;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions/{id}/finalize", post(finalize_session))
+        .route("/v1/sessions/{id}/redact", post(redact))
+}
+
+fn conflict(code: &'static str, detail: String) -> ApiError {
+    ApiError::conflict(code, detail)
+}
+
+impl From<FinalizeError> for ApiError {
+    fn from(error: FinalizeError) -> Self {
+        match error {
+            FinalizeError::NotFound(id) => ApiError::not_found(format!("no session {id}")),
+            FinalizeError::NotReady("created") => conflict(
+                "session_not_submitted",
+                "the session has no capture yet: the browser uploads it first".to_owned(),
+            ),
+            FinalizeError::NotReady(status) => conflict(
+                "session_not_finalizable",
+                format!("a session in status {status} cannot be finalized"),
+            ),
+            FinalizeError::MediaGone => conflict(
+                "media_gone",
+                "the session's media was purged or redacted".to_owned(),
+            ),
+            FinalizeError::Inference(InferenceError::Overloaded) => ApiError::Unavailable {
+                detail: "the face models are busy; retry later".to_owned(),
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            FinalizeError::Inference(InferenceError::BreakerOpen { retry_after }) => {
+                ApiError::Unavailable {
+                    detail: "the face models are failing; retry later".to_owned(),
+                    retry_after,
+                }
+            }
+            FinalizeError::Inference(InferenceError::TimedOut(_)) => ApiError::Unavailable {
+                detail: "the face models took too long; retry later".to_owned(),
+                retry_after: std::time::Duration::from_secs(2),
+            },
+            FinalizeError::Inference(InferenceError::Failed(message)) => {
+                ApiError::Internal(anyhow::anyhow!("inference: {message}"))
+            }
+            FinalizeError::Internal(error) => ApiError::Internal(error),
+        }
+    }
+}
+
+fn wants_async(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+}
+
+fn accepted(session: Session) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(session)).into_response();
+    response.headers_mut().insert(
+        "preference-applied",
+        HeaderValue::from_static("respond-async"),
+    );
+    response
+}
+
+/// Decide a submitted session: face match, liveness and quality from the attestation, policy.
+///
+/// Synchronous by default (within `decision.sync_deadline`, else `202`); with
+/// `Prefer: respond-async` it answers `202` at once and the decision arrives by webhook and `GET`.
+/// Finalizing a decided session returns the same result.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/finalize",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "Session id (`ses_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (24 h)"),
+        ("Prefer" = Option<String>, Header, description = "`respond-async` to answer 202 at once"),
+    ),
+    responses(
+        (status = 200, description = "The decided session, with its result", body = Session),
+        (status = 202, description = "Being decided; the result arrives by webhook and GET", body = Session),
+        (status = 404, description = "No such session for this account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not submitted yet, canceled, expired or media gone", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Models busy or failing; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn finalize_session(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    principal.require(SCOPE_SESSIONS_WRITE)?;
+    if !ids::is_well_formed(&id, "ses") {
+        return Err(ApiError::not_found(format!("no session {id}")));
+    }
+    let requester = Requester {
+        actor: format!("api_key:{}", principal.api_key_id),
+        request_id: crate::request_id::current(),
+    };
+    let now = clock::now_ms();
+    if wants_async(&headers) {
+        let session = app
+            .store
+            .get_session(&principal.account_id, &id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+        let status = session.status_at(now);
+        if is_decided(status) {
+            return Ok(Json(view(&session, now)).into_response());
+        }
+        if !matches!(status, SessionStatus::Submitted | SessionStatus::Processing) {
+            return Err(FinalizeError::NotReady(status.as_str()).into());
+        }
+        let job = crate::jobs::finalize_job(&principal.account_id, &id, &requester, now);
+        // A job already waiting for this session does the work; this call answers the same.
+        app.store.enqueue(&job).await?;
+        return Ok(accepted(view(&session, now)));
+    }
+    let task = {
+        let app = app.clone();
+        let account = principal.account_id.clone();
+        let id = id.clone();
+        // Its own task: a deadline passed or a client gone does not stop a decision half made.
+        tokio::spawn(async move { finalize::finalize(&app, &account, &id, &requester).await })
+    };
+    match tokio::time::timeout(app.config.decision.sync_deadline, task).await {
+        Ok(Ok(outcome)) => Ok(Json(view(&outcome?, clock::now_ms())).into_response()),
+        Ok(Err(join)) => Err(ApiError::Internal(anyhow::anyhow!("finalize task: {join}"))),
+        Err(_) => {
+            let session = app
+                .store
+                .get_session(&principal.account_id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+            Ok(accepted(view(&session, clock::now_ms())))
+        }
+    }
+}
+
+/// Redact a session: its media and data key are destroyed for good (crypto-shredding); the
+/// decision and the audit trail stay. Redacting again answers the same.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/{id}/redact",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "Session id (`ses_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (24 h)"),
+    ),
+    responses(
+        (status = 200, description = "The redacted session", body = Session),
+        (status = 404, description = "No such session for this account", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The session is being decided; retry after", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("api_key" = []))
+)]
+pub async fn redact(
+    State(app): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Session>, ApiError> {
+    principal.require(SCOPE_SESSIONS_WRITE)?;
+    if !ids::is_well_formed(&id, "ses") {
+        return Err(ApiError::not_found(format!("no session {id}")));
+    }
+    let now = clock::now_ms();
+    let audit = principal.audit("session.redacted", &id, serde_json::json!({}));
+    let current = app
+        .store
+        .get_session(&principal.account_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+    let mut redacted = current.clone();
+    redacted.redacted_at = Some(now);
+    redacted.updated_at = now;
+    let event = crate::events::job("session.redacted", &redacted, now);
+    match app
+        .store
+        .redact(&principal.account_id, &id, now, &audit, &[event])
+        .await?
+    {
+        Transition::Done(session) => Ok(Json(view(&session, now))),
+        Transition::Refused(session) if session.redacted_at.is_some() => {
+            Ok(Json(view(&session, now)))
+        }
+        Transition::Refused(_) => Err(conflict(
+            "session_processing",
+            "the session is being decided; redact it once decided".to_owned(),
+        )),
+        Transition::NotFound => Err(ApiError::not_found(format!("no session {id}"))),
+    }
+}

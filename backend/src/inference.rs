@@ -1,0 +1,263 @@
+//! The face models of finalize, run on a bounded pool: at most `inference.workers` runs at once,
+//! at most `inference.queue` waiting (more are refused at once, so callers answer `503` with
+//! `Retry-After` instead of queueing forever), each run under a timeout, and a circuit breaker
+//! that stops sending work to an engine that keeps failing. Models load once, at start-up.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use idyntra_models::{FaceChain, ModelError};
+use tokio::sync::Semaphore;
+
+use crate::config::{Device, InferenceConfig};
+
+/// Why a run did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InferenceError {
+    #[error("the model queue is full")]
+    Overloaded,
+    #[error("the model engine is failing; its circuit breaker is open")]
+    BreakerOpen { retry_after: Duration },
+    #[error("the models took longer than {0:?}")]
+    TimedOut(Duration),
+    #[error("the models failed: {0}")]
+    Failed(String),
+}
+
+/// Consecutive failures open the breaker for a cool-down; after it, one run may try (half
+/// open): a success closes the breaker, a failure opens it again.
+#[derive(Debug)]
+struct Breaker {
+    threshold: u32,
+    cooldown: Duration,
+    state: Mutex<BreakerState>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerState {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+impl Breaker {
+    fn admit(&self) -> Result<(), InferenceError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.open_until {
+            Some(until) if Instant::now() < until => Err(InferenceError::BreakerOpen {
+                retry_after: until - Instant::now(),
+            }),
+            Some(_) => {
+                // Half open: this run is the trial; others wait for its outcome.
+                state.open_until = Some(Instant::now() + self.cooldown);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn record(&self, ok: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            *state = BreakerState::default();
+        } else {
+            state.failures += 1;
+            if state.failures >= self.threshold {
+                state.open_until = Some(Instant::now() + self.cooldown);
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.open_until.is_some_and(|until| Instant::now() < until)
+    }
+}
+
+/// The loaded face chain and the pool that runs it.
+#[derive(Debug)]
+pub struct FaceEngine {
+    chain: Arc<FaceChain>,
+    /// Name recorded in every result.
+    engine: &'static str,
+    waiting: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+    timeout: Duration,
+    breaker: Breaker,
+}
+
+impl FaceEngine {
+    /// Loads the bundled models for `config.device`.
+    pub fn load(config: &InferenceConfig) -> anyhow::Result<Self> {
+        if config.device == Device::Gpu {
+            anyhow::bail!(
+                "configuration: inference.device: gpu is not available in this build; use auto or cpu"
+            );
+        }
+        let chain = FaceChain::bundled(FaceChain::CANVAS)
+            .map_err(|e| anyhow::anyhow!("loading the face models: {e}"))?;
+        Ok(Self::with_chain(chain, config))
+    }
+
+    pub fn with_chain(chain: FaceChain, config: &InferenceConfig) -> Self {
+        let workers = if config.workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            config.workers
+        };
+        Self {
+            chain: Arc::new(chain),
+            engine: "tract-cpu",
+            waiting: Arc::new(Semaphore::new(config.queue + workers)),
+            running: Arc::new(Semaphore::new(workers)),
+            timeout: config.timeout,
+            breaker: Breaker {
+                threshold: config.breaker_failures,
+                cooldown: config.breaker_cooldown,
+                state: Mutex::new(BreakerState::default()),
+            },
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        self.engine
+    }
+
+    pub fn chain(&self) -> &FaceChain {
+        &self.chain
+    }
+
+    /// Whether the engine takes work (readiness).
+    pub fn is_available(&self) -> bool {
+        !self.breaker.is_open()
+    }
+
+    /// Runs `work` on the chain in the pool, under the timeout.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&FaceChain) -> Result<T, ModelError> + Send + 'static,
+    ) -> Result<T, InferenceError> {
+        let _waiting = self
+            .waiting
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| InferenceError::Overloaded)?;
+        self.breaker.admit()?;
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, async {
+            let running = self
+                .running
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| InferenceError::Failed("the pool is closed".to_owned()))?;
+            let chain = self.chain.clone();
+            // The permit moves into the blocking task: a run that outlives its timeout still
+            // holds its worker, so timed-out runs cannot pile up beyond the pool.
+            tokio::task::spawn_blocking(move || {
+                let _running = running;
+                work(&chain)
+            })
+            .await
+            .map_err(|e| InferenceError::Failed(format!("the model task stopped: {e}")))?
+            .map_err(|e| InferenceError::Failed(e.to_string()))
+        })
+        .await
+        .unwrap_or(Err(InferenceError::TimedOut(self.timeout)));
+        self.breaker.record(outcome.is_ok());
+        tracing::debug!(
+            ms = started.elapsed().as_millis() as u64,
+            ok = outcome.is_ok(),
+            "inference"
+        );
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(queue: usize, workers: usize, timeout: Duration) -> InferenceConfig {
+        InferenceConfig {
+            workers,
+            queue,
+            timeout,
+            breaker_failures: 2,
+            breaker_cooldown: Duration::from_millis(200),
+            ..InferenceConfig::default()
+        }
+    }
+
+    fn engine(config: &InferenceConfig) -> Arc<FaceEngine> {
+        Arc::new(FaceEngine::with_chain(
+            FaceChain::bundled(FaceChain::CANVAS).unwrap(),
+            config,
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_and_failures_open_the_breaker() {
+        let engine = engine(&config(1, 1, Duration::from_secs(5)));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .run(move |_| {
+                        let _ = wait.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let queued = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run(|_| Ok(())).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // One running, one waiting: the queue of one is full.
+        assert_eq!(
+            engine.run(|_| Ok(())).await,
+            Err(InferenceError::Overloaded)
+        );
+        release.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Ok(()));
+        assert_eq!(queued.await.unwrap(), Ok(()));
+
+        let fail = || {
+            engine.run(|_| {
+                Err::<(), _>(ModelError {
+                    model: "test",
+                    message: "broken".to_owned(),
+                })
+            })
+        };
+        assert!(matches!(fail().await, Err(InferenceError::Failed(_))));
+        assert!(matches!(fail().await, Err(InferenceError::Failed(_))));
+        assert!(!engine.is_available());
+        assert!(matches!(
+            engine.run(|_| Ok(())).await,
+            Err(InferenceError::BreakerOpen { .. })
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Half open: a success closes it.
+        assert_eq!(engine.run(|_| Ok(())).await, Ok(()));
+        assert!(engine.is_available());
+    }
+
+    #[tokio::test]
+    async fn a_slow_run_times_out() {
+        let engine = engine(&config(4, 1, Duration::from_millis(50)));
+        let outcome = engine
+            .run(|_| {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            })
+            .await;
+        assert_eq!(
+            outcome,
+            Err(InferenceError::TimedOut(Duration::from_millis(50)))
+        );
+    }
+}

@@ -1,0 +1,214 @@
+//! Finalize latency and throughput on the real binary: `finalize-bench [ROUNDS]`.
+//!
+//! Starts `idyntra serve` on a fresh embedded setup (rate limits off), prepares passive sessions
+//! (a session, the embedded edge's attestation of a selfie and a document photo, the media
+//! upload), then finalizes them at concurrency 1, 8 and 32 and prints one row per level: requests,
+//! throughput, p50/p95/p99. It also times the media upload alone (attestation check, hashing,
+//! encryption, storage: everything of the pipeline that is not model inference) at concurrency 8.
+
+use std::time::{Duration, Instant};
+
+use idyntra_tests::{Server, Setup, http, registry_photo_bytes};
+use serde_json::{Value, json};
+
+const BOUNDARY: &str = "idyntra-bench-boundary";
+
+fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, bytes) in parts {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+async fn post_form(url: String, token: &str, body: Vec<u8>) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("the server answers")
+}
+
+/// A session attested and ready to upload: its id, token and upload body.
+async fn attested(
+    server: &Server,
+    key: &str,
+    selfie: &[u8],
+    document: &[u8],
+) -> (String, String, Vec<u8>) {
+    let session: Value = http()
+        .post(server.url("/v1/sessions"))
+        .bearer_auth(key)
+        .json(&json!({"options": {"liveness": "passive"}}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let id = session["id"].as_str().expect("id").to_owned();
+    let token = session["client_token"].as_str().expect("token").to_owned();
+    let answer = post_form(
+        server.url("/v1/attest"),
+        &token,
+        multipart(&[("selfie", selfie), ("document", document)]),
+    )
+    .await;
+    assert_eq!(
+        answer.status(),
+        200,
+        "attest: {}",
+        answer.text().await.unwrap_or_default()
+    );
+    let answer: Value = answer.json().await.expect("json");
+    let attestation = answer["attestation"]
+        .as_str()
+        .expect("attestation")
+        .to_owned();
+    let body = multipart(&[
+        ("attestation", attestation.as_bytes()),
+        ("selfie", selfie),
+        ("document", document),
+    ]);
+    (id, token, body)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Runs `jobs` with at most `concurrency` at once; returns each one's latency (ms) and the wall time.
+async fn drive<F, Fut>(jobs: Vec<F>, concurrency: usize) -> (Vec<f64>, Duration)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = tokio::task::JoinSet::new();
+    for job in jobs {
+        let permit = gate.clone().acquire_owned().await.expect("open");
+        tasks.spawn(async move {
+            let at = Instant::now();
+            job().await;
+            drop(permit);
+            at.elapsed().as_secs_f64() * 1000.0
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(latency) = tasks.join_next().await {
+        latencies.push(latency.expect("a task"));
+    }
+    latencies.sort_by(f64::total_cmp);
+    (latencies, started.elapsed())
+}
+
+fn row(what: &str, latencies: &[f64], wall: Duration) {
+    println!(
+        "| {what} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+        latencies.len(),
+        latencies.len() as f64 / wall.as_secs_f64(),
+        percentile(latencies, 50.0),
+        percentile(latencies, 95.0),
+        percentile(latencies, 99.0),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(4);
+    let mut setup = Setup::embedded();
+    setup
+        .set("IDYNTRA_RATE_LIMIT__ENABLED", "false")
+        .set("IDYNTRA_LOG__LEVEL", "warn")
+        .set("IDYNTRA_INFERENCE__QUEUE", "256")
+        .set("IDYNTRA_DECISION__SYNC_DEADLINE", "120s")
+        .set("IDYNTRA_HTTP__REQUEST_TIMEOUT", "120s")
+        .set("IDYNTRA_JOBS__IN_SERVER", "false");
+    let server = setup.serve();
+    let key = setup.create_key("bench", &[]);
+    let key = key["secret"].as_str().expect("secret").to_owned();
+    let selfie = registry_photo_bytes("obama.jpg");
+    let document = registry_photo_bytes("obama2.jpg");
+    let levels = [1usize, 8, 32];
+    let total: usize = levels.iter().map(|c| c * rounds).sum::<usize>() + 8 * rounds;
+    eprintln!("preparing {total} attested sessions…");
+    let mut prepared = Vec::with_capacity(total);
+    for _ in 0..total {
+        prepared.push(attested(&server, &key, &selfie, &document).await);
+    }
+    println!("| what | requests | per second | p50 ms | p95 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    let uploads: Vec<_> = prepared.drain(..8 * rounds).collect();
+    let base = server.base_url.clone();
+    let jobs: Vec<_> = uploads
+        .into_iter()
+        .map(|(id, token, body)| {
+            let url = format!("{base}/v1/sessions/{id}/media");
+            move || async move {
+                let response = post_form(url, &token, body).await;
+                assert_eq!(response.status(), 200, "upload");
+            }
+        })
+        .collect();
+    let (latencies, wall) = drive(jobs, 8).await;
+    row(
+        "media upload, concurrency 8 (no model inference)",
+        &latencies,
+        wall,
+    );
+    for (id, token, body) in &prepared {
+        let response = post_form(
+            format!("{base}/v1/sessions/{id}/media"),
+            token,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(response.status(), 200, "upload");
+    }
+    let mut ids = prepared.into_iter().map(|(id, _, _)| id);
+    for concurrency in levels {
+        let jobs: Vec<_> = ids
+            .by_ref()
+            .take(concurrency * rounds)
+            .map(|id| {
+                let url = format!("{base}/v1/sessions/{id}/finalize");
+                let key = key.clone();
+                move || async move {
+                    let response = http()
+                        .post(url)
+                        .bearer_auth(key)
+                        .send()
+                        .await
+                        .expect("finalize");
+                    assert_eq!(response.status(), 200, "finalize");
+                }
+            })
+            .collect();
+        let (latencies, wall) = drive(jobs, concurrency).await;
+        row(
+            &format!("finalize, concurrency {concurrency}"),
+            &latencies,
+            wall,
+        );
+    }
+    server.stop();
+}
