@@ -19,8 +19,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod pipeline;
 
 pub use pipeline::{
-    AttestationConfig, DecisionConfig, Device, InferenceConfig, JobsConfig, MasterKey, MediaConfig,
-    WebhookConfig, WhenUnchecked, aes_key,
+    AttestationConfig, CpuEngine, DecisionConfig, Device, InferenceConfig, JobsConfig, MasterKey,
+    MediaConfig, WebhookConfig, WhenUnchecked, aes_key,
 };
 
 /// Environment variable prefix of every setting.

@@ -144,7 +144,7 @@ async fn decide(
     let evidence_started = Instant::now();
     let (evidence, model_timings) = app
         .faces
-        .run(move |chain| {
+        .run(move |models| {
             let mut timings = BTreeMap::new();
             let limits = DecodeLimits::default();
             let mut locate = |bytes: &[u8], role: &str| {
@@ -156,7 +156,7 @@ async fn decide(
                         message: format!("{role}: {e}"),
                     })?
                     .image;
-                let located = chain.locate(&photo)?;
+                let located = models.chain.locate(&photo)?;
                 timings.insert(format!("{role}_detect_align"), ms(at));
                 Ok::<_, idyntra_models::ModelError>(located)
             };
@@ -171,9 +171,9 @@ async fn decide(
                 document.as_ref().and_then(|d| d.crop.as_ref()),
             ) {
                 let at = Instant::now();
-                let embeddings = chain.embed(&[a, b])?;
+                let [first, second] = models.embed_pair(a, b)?;
                 timings.insert("embed".to_owned(), ms(at));
-                similarity = Some(embedding::cosine(&embeddings[0], &embeddings[1]));
+                similarity = Some(embedding::cosine(&first, &second));
             }
             let evidence = FaceEvidence {
                 selfie_faces: selfie.faces.len(),

@@ -7,9 +7,86 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use idyntra_models::{FaceChain, ModelError};
+use image::RgbImage;
 use tokio::sync::Semaphore;
 
-use crate::config::{Device, InferenceConfig};
+use crate::config::{CpuEngine, Device, InferenceConfig};
+
+#[cfg(feature = "burn")]
+pub mod burn_engine;
+
+/// What runs the face-embedding model.
+#[derive(Debug)]
+enum Embedder {
+    /// The chain's own MobileFaceNet on tract.
+    Tract,
+    #[cfg(feature = "burn")]
+    Burn(burn_engine::BurnEmbedder),
+}
+
+/// The loaded models: detection and alignment (tract) and the embedder of the configured engine.
+#[derive(Debug)]
+pub struct Models {
+    pub chain: FaceChain,
+    embedder: Embedder,
+}
+
+impl Models {
+    /// The embeddings of two aligned crops.
+    pub fn embed_pair(&self, a: &RgbImage, b: &RgbImage) -> Result<[Vec<f32>; 2], ModelError> {
+        match &self.embedder {
+            Embedder::Tract => {
+                let mut embeddings = self.chain.embed(&[a, b])?.into_iter();
+                match (embeddings.next(), embeddings.next()) {
+                    (Some(first), Some(second)) => Ok([first, second]),
+                    _ => Err(ModelError {
+                        model: "mobilefacenet",
+                        message: "two embeddings expected".to_owned(),
+                    }),
+                }
+            }
+            #[cfg(feature = "burn")]
+            Embedder::Burn(burn) => burn.embed_pair(a, b),
+        }
+    }
+
+    /// The name recorded in results: `tract-cpu`, `burn-flex` or `burn-wgpu`.
+    pub fn engine(&self) -> &'static str {
+        match &self.embedder {
+            Embedder::Tract => "tract-cpu",
+            #[cfg(feature = "burn")]
+            Embedder::Burn(burn) => burn.engine(),
+        }
+    }
+}
+
+/// The embedder `config` asks for, if this build has it.
+fn embedder(config: &InferenceConfig) -> anyhow::Result<Embedder> {
+    // A build with the `gpu` feature is made for GPU nodes: `auto` uses wgpu there.
+    let gpu = matches!(config.device, Device::Gpu)
+        || (config.device == Device::Auto && cfg!(feature = "gpu"));
+    if gpu {
+        #[cfg(feature = "gpu")]
+        return Ok(Embedder::Burn(burn_engine::BurnEmbedder::load(
+            burn_engine::BurnDevice::Wgpu,
+        )));
+        #[cfg(not(feature = "gpu"))]
+        anyhow::bail!(
+            "configuration: inference.device: gpu needs a build with the `gpu` feature; use auto or cpu"
+        );
+    }
+    match config.cpu_engine {
+        CpuEngine::Tract => Ok(Embedder::Tract),
+        #[cfg(feature = "burn")]
+        CpuEngine::Burn => Ok(Embedder::Burn(burn_engine::BurnEmbedder::load(
+            burn_engine::BurnDevice::Cpu,
+        ))),
+        #[cfg(not(feature = "burn"))]
+        CpuEngine::Burn => anyhow::bail!(
+            "configuration: inference.cpu_engine: burn needs a build with the `burn` feature; use tract"
+        ),
+    }
+}
 
 /// Why a run did not produce an answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,12 +150,10 @@ impl Breaker {
     }
 }
 
-/// The loaded face chain and the pool that runs it.
+/// The loaded models and the pool that runs them.
 #[derive(Debug)]
 pub struct FaceEngine {
-    chain: Arc<FaceChain>,
-    /// Name recorded in every result.
-    engine: &'static str,
+    models: Arc<Models>,
     waiting: Arc<Semaphore>,
     running: Arc<Semaphore>,
     timeout: Duration,
@@ -88,25 +163,20 @@ pub struct FaceEngine {
 impl FaceEngine {
     /// Loads the bundled models for `config.device`.
     pub fn load(config: &InferenceConfig) -> anyhow::Result<Self> {
-        if config.device == Device::Gpu {
-            anyhow::bail!(
-                "configuration: inference.device: gpu is not available in this build; use auto or cpu"
-            );
-        }
+        let embedder = embedder(config)?;
         let chain = FaceChain::bundled(FaceChain::CANVAS)
             .map_err(|e| anyhow::anyhow!("loading the face models: {e}"))?;
-        Ok(Self::with_chain(chain, config))
+        Ok(Self::with_models(Models { chain, embedder }, config))
     }
 
-    pub fn with_chain(chain: FaceChain, config: &InferenceConfig) -> Self {
+    fn with_models(models: Models, config: &InferenceConfig) -> Self {
         let workers = if config.workers == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
             config.workers
         };
         Self {
-            chain: Arc::new(chain),
-            engine: "tract-cpu",
+            models: Arc::new(models),
             waiting: Arc::new(Semaphore::new(config.queue + workers)),
             running: Arc::new(Semaphore::new(workers)),
             timeout: config.timeout,
@@ -119,11 +189,11 @@ impl FaceEngine {
     }
 
     pub fn engine(&self) -> &'static str {
-        self.engine
+        self.models.engine()
     }
 
     pub fn chain(&self) -> &FaceChain {
-        &self.chain
+        &self.models.chain
     }
 
     /// Whether the engine takes work (readiness).
@@ -131,10 +201,10 @@ impl FaceEngine {
         !self.breaker.is_open()
     }
 
-    /// Runs `work` on the chain in the pool, under the timeout.
+    /// Runs `work` on the models in the pool, under the timeout.
     pub async fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&FaceChain) -> Result<T, ModelError> + Send + 'static,
+        work: impl FnOnce(&Models) -> Result<T, ModelError> + Send + 'static,
     ) -> Result<T, InferenceError> {
         let _waiting = self
             .waiting
@@ -150,12 +220,12 @@ impl FaceEngine {
                 .acquire_owned()
                 .await
                 .map_err(|_| InferenceError::Failed("the pool is closed".to_owned()))?;
-            let chain = self.chain.clone();
+            let models = self.models.clone();
             // The permit moves into the blocking task: a run that outlives its timeout still
             // holds its worker, so timed-out runs cannot pile up beyond the pool.
             tokio::task::spawn_blocking(move || {
                 let _running = running;
-                work(&chain)
+                work(&models)
             })
             .await
             .map_err(|e| InferenceError::Failed(format!("the model task stopped: {e}")))?
@@ -189,10 +259,7 @@ mod tests {
     }
 
     fn engine(config: &InferenceConfig) -> Arc<FaceEngine> {
-        Arc::new(FaceEngine::with_chain(
-            FaceChain::bundled(FaceChain::CANVAS).unwrap(),
-            config,
-        ))
+        Arc::new(FaceEngine::load(config).unwrap())
     }
 
     #[tokio::test]

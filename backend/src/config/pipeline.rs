@@ -93,11 +93,22 @@ pub enum Device {
     Cpu,
 }
 
+/// What runs the face-embedding model on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuEngine {
+    Tract,
+    /// burn's `flex` backend; needs a build with the `burn` feature.
+    Burn,
+}
+
 /// The face models of finalize.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InferenceConfig {
     pub device: Device,
+    /// The engine of the embedding model on the CPU (`device = cpu`, or `auto` without a GPU build).
+    pub cpu_engine: CpuEngine,
     /// Model runs at once (0: one per CPU core).
     pub workers: usize,
     /// Runs waiting for a worker before more are refused with `503`.
@@ -116,6 +127,7 @@ impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
             device: Device::Auto,
+            cpu_engine: CpuEngine::Tract,
             workers: 0,
             queue: 64,
             timeout: Duration::from_secs(10),

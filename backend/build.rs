@@ -1,0 +1,15 @@
+//! With the `burn` feature: generates the burn model code of the face-embedding model from its ONNX
+//! file, with the weights embedded in the binary.
+
+fn main() {
+    #[cfg(feature = "burn")]
+    {
+        let onnx = "../models/onnx/mobilefacenet.onnx";
+        println!("cargo:rerun-if-changed={onnx}");
+        burn_onnx::ModelGen::new()
+            .input(onnx)
+            .out_dir("burn/")
+            .load_strategy(burn_onnx::LoadStrategy::Embedded)
+            .run_from_script();
+    }
+}

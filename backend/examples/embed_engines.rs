@@ -1,0 +1,78 @@
+//! Latency of one face-embedding call (a batch of two aligned crops) on every engine this build
+//! has: `cargo run --release -p idyntra-backend [--features burn|gpu] --example embed_engines [RUNS]`.
+//! The same input on each; prints p50 and mean milliseconds, and the embeddings' agreement with
+//! tract's.
+
+use std::time::Instant;
+
+use idyntra_models::{FaceChain, embedding};
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50);
+    let chain = FaceChain::bundled(FaceChain::CANVAS).expect("bundled models");
+    let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
+    let crop = |name: &str| {
+        let photo = image::open(format!("{faces}/{name}"))
+            .expect("fixture photo")
+            .to_rgb8();
+        chain
+            .locate(&photo)
+            .expect("detection")
+            .crop
+            .expect("a face")
+    };
+    let (a, b) = (crop("img1.jpg"), crop("img2.jpg"));
+    let reference = chain.embed(&[&a, &b]).expect("tract");
+
+    let mut engines: Vec<(&str, Box<dyn Fn() -> [Vec<f32>; 2]>)> = vec![(
+        "tract (CPU)",
+        Box::new(|| {
+            let mut e = chain.embed(&[&a, &b]).expect("tract").into_iter();
+            [e.next().unwrap_or_default(), e.next().unwrap_or_default()]
+        }),
+    )];
+    #[cfg(feature = "burn")]
+    {
+        use idyntra_backend::inference::burn_engine::{BurnDevice, BurnEmbedder};
+        let flex = BurnEmbedder::load(BurnDevice::Cpu);
+        engines.push((
+            "burn flex (CPU)",
+            Box::new(move || flex.embed_pair(&a, &b).expect("burn flex")),
+        ));
+        #[cfg(feature = "gpu")]
+        {
+            let wgpu = BurnEmbedder::load(BurnDevice::Wgpu);
+            engines.push((
+                "burn wgpu",
+                Box::new(move || wgpu.embed_pair(&a, &b).expect("burn wgpu")),
+            ));
+        }
+    }
+    println!("| engine | runs | p50 ms | mean ms | cosine to tract |");
+    println!("|---|---|---|---|---|");
+    for (name, run) in &engines {
+        // The first calls compile kernels or warm caches; they are not counted.
+        for _ in 0..3 {
+            run();
+        }
+        let mut times = Vec::with_capacity(runs);
+        let mut last = None;
+        for _ in 0..runs {
+            let at = Instant::now();
+            last = Some(run());
+            times.push(at.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        let embeddings = last.expect("at least one run");
+        let agreement = embedding::cosine(&embeddings[0], &reference[0])
+            .min(embedding::cosine(&embeddings[1], &reference[1]));
+        println!(
+            "| {name} | {runs} | {:.2} | {:.2} | {agreement:.6} |",
+            times[runs / 2],
+            times.iter().sum::<f64>() / runs as f64
+        );
+    }
+}

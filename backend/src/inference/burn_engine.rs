@@ -1,0 +1,158 @@
+//! MobileFaceNet on burn: model code generated from `models/onnx/mobilefacenet.onnx` at build time
+//! (`build.rs`, burn-onnx), weights embedded in the binary. Runs on burn's `flex` CPU backend, or
+//! with the `gpu` feature on wgpu (a GPU, or Mesa's software renderer where there is none).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use idyntra_models::{ModelError, embedding};
+use image::RgbImage;
+
+#[allow(
+    clippy::all,
+    clippy::unwrap_used,
+    unused,
+    missing_debug_implementations,
+    unreachable_pub
+)]
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/burn/mobilefacenet.rs"));
+}
+
+const NAME: &str = "mobilefacenet";
+
+/// Which burn device the model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BurnDevice {
+    Cpu,
+    #[cfg(feature = "gpu")]
+    Wgpu,
+}
+
+pub struct BurnEmbedder {
+    model: generated::Model,
+    device: Device,
+    kind: BurnDevice,
+}
+
+impl std::fmt::Debug for BurnEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BurnEmbedder")
+            .field("device", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BurnEmbedder {
+    pub fn load(kind: BurnDevice) -> Self {
+        let device = match kind {
+            BurnDevice::Cpu => Device::flex(),
+            #[cfg(feature = "gpu")]
+            BurnDevice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        };
+        Self {
+            model: generated::Model::from_embedded(&device),
+            device,
+            kind,
+        }
+    }
+
+    /// `burn-flex` or `burn-wgpu`.
+    pub fn engine(&self) -> &'static str {
+        match self.kind {
+            BurnDevice::Cpu => "burn-flex",
+            #[cfg(feature = "gpu")]
+            BurnDevice::Wgpu => "burn-wgpu",
+        }
+    }
+
+    /// The `[2 × 192]` embeddings of a `[2, 3, 112, 112]` input.
+    pub fn raw_outputs(&self, input: Vec<f32>) -> Result<Vec<f32>, ModelError> {
+        let side = embedding::CROP_SIZE as usize;
+        let shape = [embedding::BATCH, 3, side, side];
+        if input.len() != shape.iter().product::<usize>() {
+            return Err(error("the input must be 2 × 3 × 112 × 112"));
+        }
+        let input = Tensor::<4>::from_data(TensorData::new(input, shape), &self.device);
+        self.model
+            .forward(input)
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| error(&format!("{e:?}")))
+    }
+
+    /// The embeddings of two aligned crops, in order.
+    pub fn embed_pair(
+        &self,
+        first: &RgbImage,
+        second: &RgbImage,
+    ) -> Result<[Vec<f32>; 2], ModelError> {
+        for crop in [first, second] {
+            if crop.dimensions() != (embedding::CROP_SIZE, embedding::CROP_SIZE) {
+                return Err(error("crops must be 112×112"));
+            }
+        }
+        let values = self.raw_outputs(embedding::input_tensor([first, second]))?;
+        if values.len() != embedding::BATCH * embedding::DIMENSION {
+            return Err(error("unexpected output size"));
+        }
+        let (a, b) = values.split_at(embedding::DIMENSION);
+        Ok([a.to_vec(), b.to_vec()])
+    }
+}
+
+fn error(message: &str) -> ModelError {
+    ModelError {
+        model: NAME,
+        message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use idyntra_models::FaceChain;
+
+    use super::*;
+
+    /// Aligned crops of two fixture photos.
+    fn crops() -> Vec<RgbImage> {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
+        ["img1.jpg", "img2.jpg", "img13.jpg"]
+            .iter()
+            .map(|name| {
+                let photo = image::open(format!("{faces}/{name}")).unwrap().to_rgb8();
+                chain.locate(&photo).unwrap().crop.unwrap()
+            })
+            .collect()
+    }
+
+    /// burn and tract run the same ONNX file: their embeddings must agree.
+    fn agrees_with_tract(device: BurnDevice) {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let burn = BurnEmbedder::load(device);
+        let crops = crops();
+        for pair in [(&crops[0], &crops[1]), (&crops[1], &crops[2])] {
+            let ours = burn.embed_pair(pair.0, pair.1).unwrap();
+            let theirs = chain.embed(&[pair.0, pair.1]).unwrap();
+            for (a, b) in ours.iter().zip(&theirs) {
+                let agreement = embedding::cosine(a, b);
+                assert!(agreement >= 0.9999, "{}: cosine {agreement}", burn.engine());
+            }
+            // And the scores they imply.
+            let score_gap = (embedding::cosine(&ours[0], &ours[1])
+                - embedding::cosine(&theirs[0], &theirs[1]))
+            .abs();
+            assert!(score_gap < 1e-3, "{}: score gap {score_gap}", burn.engine());
+        }
+    }
+
+    #[test]
+    fn burn_flex_agrees_with_tract() {
+        agrees_with_tract(BurnDevice::Cpu);
+    }
+
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn burn_wgpu_agrees_with_tract() {
+        agrees_with_tract(BurnDevice::Wgpu);
+    }
+}
