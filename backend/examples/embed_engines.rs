@@ -7,6 +7,9 @@ use std::time::Instant;
 
 use idyntra_models::{FaceChain, embedding};
 
+/// An engine's name and one embedding call.
+type Engine<'a> = (&'static str, Box<dyn Fn() -> [Vec<f32>; 2] + 'a>);
+
 fn main() {
     let runs: usize = std::env::args()
         .nth(1)
@@ -27,7 +30,8 @@ fn main() {
     let (a, b) = (crop("img1.jpg"), crop("img2.jpg"));
     let reference = chain.embed(&[&a, &b]).expect("tract");
 
-    let mut engines: Vec<(&str, Box<dyn Fn() -> [Vec<f32>; 2]>)> = vec![(
+    #[cfg_attr(not(feature = "burn"), allow(unused_mut))]
+    let mut engines: Vec<Engine> = vec![(
         "tract (CPU)",
         Box::new(|| {
             let mut e = chain.embed(&[&a, &b]).expect("tract").into_iter();

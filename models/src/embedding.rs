@@ -27,6 +27,21 @@ pub fn input_tensor(crops: [&RgbImage; BATCH]) -> Vec<f32> {
     tensor
 }
 
+/// Whether both crops have the model's input size.
+pub fn crops_fit(first: &RgbImage, second: &RgbImage) -> bool {
+    [first, second]
+        .iter()
+        .all(|crop| crop.dimensions() == (CROP_SIZE, CROP_SIZE))
+}
+
+/// The two embeddings of a `[2 × 192]` output, in order; `None` for any other length.
+pub fn split_pair(values: &[f32]) -> Option<[Vec<f32>; BATCH]> {
+    (values.len() == BATCH * DIMENSION).then(|| {
+        let (a, b) = values.split_at(DIMENSION);
+        [a.to_vec(), b.to_vec()]
+    })
+}
+
 /// Cosine similarity, −1…1 (0 when either vector is zero).
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();

@@ -207,18 +207,12 @@ impl MobileFaceNetEmbedder {
         first: &RgbImage,
         second: &RgbImage,
     ) -> Result<[Vec<f32>; 2], ModelError> {
-        for crop in [first, second] {
-            if crop.dimensions() != (embedding::CROP_SIZE, embedding::CROP_SIZE) {
-                return Err(ModelError::new(Self::NAME, "crops must be 112×112"));
-            }
+        if !embedding::crops_fit(first, second) {
+            return Err(ModelError::new(Self::NAME, "crops must be 112×112"));
         }
         let input = embedding::input_tensor([first, second]);
-        let values = self.raw_outputs(&input)?;
-        if values.len() != embedding::BATCH * embedding::DIMENSION {
-            return Err(ModelError::new(Self::NAME, "unexpected output size"));
-        }
-        let (a, b) = values.split_at(embedding::DIMENSION);
-        Ok([a.to_vec(), b.to_vec()])
+        embedding::split_pair(&self.raw_outputs(&input)?)
+            .ok_or_else(|| ModelError::new(Self::NAME, "unexpected output size"))
     }
 }
 

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use idyntra_edge::{EdKey, jwt, sample};
 use idyntra_models::liveness_samples::Answer;
+use idyntra_tests::Answer as _;
 use idyntra_tests::{
     Received, Server, Setup, WebhookReceiver, http, registry_photo_bytes, session_with_nonce,
 };
@@ -185,12 +186,8 @@ async fn create_endpoint(server: &Server, key: &str, url: &str) -> (String, Stri
         .post(server.url("/v1/webhook_endpoints"))
         .bearer_auth(key)
         .json(&json!({ "url": url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     (
         endpoint["id"].as_str().unwrap().to_owned(),
         endpoint["secret"].as_str().unwrap().to_owned(),
@@ -277,33 +274,21 @@ async fn the_whole_flow(mut setup: Setup) {
     let again: Value = http()
         .post(server.url(&format!("/v1/sessions/{}/finalize", capture.id)))
         .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(again["result"], session["result"]);
     let got: Value = http()
         .get(server.url(&format!("/v1/sessions/{}", capture.id)))
         .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert_eq!(got["result"], session["result"]);
 
     let deliveries: Value = http()
         .get(server.url(&format!("/v1/webhook_endpoints/{endpoint}/deliveries")))
         .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     let statuses: Vec<&str> = deliveries["data"]
         .as_array()
         .unwrap()
@@ -315,16 +300,25 @@ async fn the_whole_flow(mut setup: Setup) {
         "{deliveries}"
     );
 
+    // A canceled session is an event too.
+    let (canceled, _, _) = session_with_nonce(&server, key).await;
+    let answer = http()
+        .post(server.url(&format!("/v1/sessions/{canceled}/cancel")))
+        .bearer_auth(key)
+        .answer()
+        .await;
+    assert_eq!(answer.status(), 200);
+    let event = receiver
+        .wait_for("session.canceled", Duration::from_secs(20))
+        .await;
+    assert!(event.body.contains(&canceled));
+
     // Redaction: the decision stays, the media is gone (and a new finalize has nothing to read).
     let redacted: Value = http()
         .post(server.url(&format!("/v1/sessions/{}/redact", capture.id)))
         .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .value()
+        .await;
     assert!(redacted["redacted_at"].is_i64(), "{redacted}");
     assert_eq!(redacted["result"], session["result"]);
     receiver
@@ -553,12 +547,8 @@ async fn a_killed_worker_loses_no_job_and_no_delivery() {
         let session: Value = http()
             .get(format!("{server}/v1/sessions/{id}"))
             .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .value()
+            .await;
         session["status"].as_str().unwrap().to_owned()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);

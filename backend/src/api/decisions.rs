@@ -148,9 +148,9 @@ pub async fn finalize_session(
         tokio::spawn(async move { finalize::finalize(&app, &account, &id, &requester).await })
     };
     match tokio::time::timeout(app.config.decision.sync_deadline, task).await {
-        Ok(Ok(outcome)) => Ok(Json(view(&outcome?, clock::now_ms())).into_response()),
-        Ok(Err(join)) => Err(ApiError::Internal(anyhow::anyhow!("finalize task: {join}"))),
-        Err(_) => {
+        Ok(Ok(Ok(session))) => Ok(Json(view(&session, clock::now_ms())).into_response()),
+        // Another request or a job is deciding it: answer as for an async call.
+        Ok(Ok(Err(FinalizeError::NotReady("processing")))) | Err(_) => {
             let session = app
                 .store
                 .get_session(&principal.account_id, &id)
@@ -158,6 +158,8 @@ pub async fn finalize_session(
                 .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
             Ok(accepted(view(&session, clock::now_ms())))
         }
+        Ok(Ok(Err(error))) => Err(error.into()),
+        Ok(Err(join)) => Err(ApiError::Internal(anyhow::anyhow!("finalize task: {join}"))),
     }
 }
 

@@ -307,9 +307,13 @@ pub async fn cancel(
     }
     let now = clock::now_ms();
     let audit = principal.audit("session.canceled", &id, serde_json::json!({}));
+    let mut canceled = find(&app, &principal, &id).await?;
+    canceled.status = SessionStatus::Canceled.as_str().to_owned();
+    canceled.updated_at = now;
+    let event = crate::events::job("session.canceled", &canceled, now);
     match app
         .store
-        .cancel_session(&principal.account_id, &id, now, &audit)
+        .cancel_session(&principal.account_id, &id, now, &audit, &[event])
         .await?
     {
         Transition::Done(record) => Ok(Json(view(&record, now))),

@@ -85,17 +85,11 @@ impl BurnEmbedder {
         first: &RgbImage,
         second: &RgbImage,
     ) -> Result<[Vec<f32>; 2], ModelError> {
-        for crop in [first, second] {
-            if crop.dimensions() != (embedding::CROP_SIZE, embedding::CROP_SIZE) {
-                return Err(error("crops must be 112×112"));
-            }
+        if !embedding::crops_fit(first, second) {
+            return Err(error("crops must be 112×112"));
         }
-        let values = self.raw_outputs(embedding::input_tensor([first, second]))?;
-        if values.len() != embedding::BATCH * embedding::DIMENSION {
-            return Err(error("unexpected output size"));
-        }
-        let (a, b) = values.split_at(embedding::DIMENSION);
-        Ok([a.to_vec(), b.to_vec()])
+        embedding::split_pair(&self.raw_outputs(embedding::input_tensor([first, second]))?)
+            .ok_or_else(|| error("unexpected output size"))
     }
 }
 

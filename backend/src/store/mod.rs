@@ -202,13 +202,14 @@ pub trait Store: PipelineStore + Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Option<SessionRecord>>;
     /// Newest first; returns up to `limit + 1` rows so the caller knows whether more follow.
     async fn list_sessions(&self, query: &SessionQuery) -> StoreResult<Vec<SessionRecord>>;
-    /// Moves a cancelable, unexpired session to `canceled`.
+    /// Moves a cancelable, unexpired session to `canceled`, with `jobs` (its event).
     async fn cancel_session(
         &self,
         account_id: &str,
         session_id: &str,
         now: i64,
         audit: &AuditEvent,
+        jobs: &[JobRecord],
     ) -> StoreResult<Transition>;
 
     async fn idempotency_start(

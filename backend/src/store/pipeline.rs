@@ -278,12 +278,11 @@ macro_rules! impl_pipeline_store {
                     .fetch_optional(&mut *tx)
                     .await?
                 else {
-                    let current = Self::session_in(&mut tx, &submission.account_id, &submission.session_id).await?;
+                    let refused =
+                        Self::refusal_in(&mut tx, &submission.account_id, &submission.session_id)
+                            .await?;
                     tx.rollback().await?;
-                    return Ok(match current {
-                        Some(session) => Transition::Refused(session),
-                        None => Transition::NotFound,
-                    });
+                    return Ok(refused);
                 };
                 let a = &submission.attestation;
                 let sql = format!("insert into attestation ({ATTESTATION_COLUMNS}) values ($1, $2, $3, $4, $5, $6)");
@@ -382,10 +381,7 @@ macro_rules! impl_pipeline_store {
                     .await?;
                 let outcome = match updated {
                     Some(session) => Transition::Done(session),
-                    None => match Self::session_in(&mut tx, account_id, session_id).await? {
-                        Some(session) => Transition::Refused(session),
-                        None => Transition::NotFound,
-                    },
+                    None => Self::refusal_in(&mut tx, account_id, session_id).await?,
                 };
                 tx.commit().await?;
                 Ok(outcome)
@@ -464,12 +460,9 @@ macro_rules! impl_pipeline_store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(session) = updated else {
-                    let current = Self::session_in(&mut tx, account_id, session_id).await?;
+                    let refused = Self::refusal_in(&mut tx, account_id, session_id).await?;
                     tx.rollback().await?;
-                    return Ok(match current {
-                        Some(session) => Transition::Refused(session),
-                        None => Transition::NotFound,
-                    });
+                    return Ok(refused);
                 };
                 for table in ["media", "session_key"] {
                     sqlx::query(&format!("delete from {table} where session_id = $1"))
@@ -727,11 +720,13 @@ macro_rules! impl_pipeline_store {
         }
 
         impl $store {
-            async fn session_in(
+            /// What a conditional change that matched no row means: the session as it is
+            /// (refused), or no such session.
+            async fn refusal_in(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 account_id: &str,
                 session_id: &str,
-            ) -> StoreResult<Option<SessionRecord>> {
+            ) -> StoreResult<Transition> {
                 let sql = format!(
                     "select {SESSION_COLUMNS} from session where account_id = $1 and session_id = $2"
                 );
@@ -739,7 +734,8 @@ macro_rules! impl_pipeline_store {
                     .bind(account_id)
                     .bind(session_id)
                     .fetch_optional(&mut **tx)
-                    .await?)
+                    .await?
+                    .map_or(Transition::NotFound, Transition::Refused))
             }
 
             /// Inserts `jobs`; returns how many were new (a live dedupe key skips one).

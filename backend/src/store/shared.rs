@@ -198,6 +198,7 @@ macro_rules! impl_store {
             session_id: &str,
             now: i64,
             audit: &AuditEvent,
+            jobs: &[JobRecord],
         ) -> StoreResult<Transition> {
             let mut tx = self.writer.begin().await?;
             let sql = format!(
@@ -215,6 +216,7 @@ macro_rules! impl_store {
             let outcome = match updated {
                 Some(session) => {
                     Self::audit_in(&mut tx, audit).await?;
+                    Self::jobs_in(&mut tx, jobs).await?;
                     Transition::Done(session)
                 }
                 None => {

@@ -268,7 +268,13 @@ async fn sessions(store: &dyn Store) {
         let account_id = mine.account_id.clone();
         async move {
             store
-                .cancel_session(&account_id, &id, now + 100, &event("session.canceled", &id))
+                .cancel_session(
+                    &account_id,
+                    &id,
+                    now + 100,
+                    &event("session.canceled", &id),
+                    &[],
+                )
                 .await
                 .unwrap()
         }
