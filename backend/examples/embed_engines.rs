@@ -27,14 +27,15 @@ fn main() {
             .crop
             .expect("a face")
     };
-    let (a, b) = (crop("img1.jpg"), crop("img2.jpg"));
-    let reference = chain.embed(&[&a, &b]).expect("tract");
+    let crops = (crop("img1.jpg"), crop("img2.jpg"));
+    let (a, b) = (&crops.0, &crops.1);
+    let reference = chain.embed(&[a, b]).expect("tract");
 
     #[cfg_attr(not(feature = "burn"), allow(unused_mut))]
     let mut engines: Vec<Engine> = vec![(
         "tract (CPU)",
         Box::new(|| {
-            let mut e = chain.embed(&[&a, &b]).expect("tract").into_iter();
+            let mut e = chain.embed(&[a, b]).expect("tract").into_iter();
             [e.next().unwrap_or_default(), e.next().unwrap_or_default()]
         }),
     )];
@@ -44,14 +45,14 @@ fn main() {
         let flex = BurnEmbedder::load(BurnDevice::Cpu);
         engines.push((
             "burn flex (CPU)",
-            Box::new(move || flex.embed_pair(&a, &b).expect("burn flex")),
+            Box::new(move || flex.embed_pair(a, b).expect("burn flex")),
         ));
         #[cfg(feature = "gpu")]
         {
             let wgpu = BurnEmbedder::load(BurnDevice::Wgpu);
             engines.push((
                 "burn wgpu",
-                Box::new(move || wgpu.embed_pair(&a, &b).expect("burn wgpu")),
+                Box::new(move || wgpu.embed_pair(a, b).expect("burn wgpu")),
             ));
         }
     }

@@ -257,7 +257,15 @@ async fn decide(
         )
         .await?
     {
-        Transition::Done(session) => Ok(session),
+        Transition::Done(session) => {
+            app.metrics
+                .decisions
+                .get_or_create(&crate::telemetry::OutcomeLabels {
+                    outcome: status.as_str(),
+                })
+                .inc();
+            Ok(session)
+        }
         // Taken over as stale and decided by another process meanwhile: theirs stands.
         _ => app
             .store

@@ -21,7 +21,7 @@ enum Embedder {
     /// The chain's own MobileFaceNet on tract.
     Tract,
     #[cfg(feature = "burn")]
-    Burn(burn_engine::BurnEmbedder),
+    Burn(Box<burn_engine::BurnEmbedder>),
 }
 
 /// The loaded models: detection and alignment (tract) and the embedder of the configured engine.
@@ -67,9 +67,9 @@ fn embedder(config: &InferenceConfig) -> anyhow::Result<Embedder> {
         || (config.device == Device::Auto && cfg!(feature = "gpu"));
     if gpu {
         #[cfg(feature = "gpu")]
-        return Ok(Embedder::Burn(burn_engine::BurnEmbedder::load(
+        return Ok(Embedder::Burn(Box::new(burn_engine::BurnEmbedder::load(
             burn_engine::BurnDevice::Wgpu,
-        )));
+        ))));
         #[cfg(not(feature = "gpu"))]
         anyhow::bail!(
             "configuration: inference.device: gpu needs a build with the `gpu` feature; use auto or cpu"
@@ -78,9 +78,9 @@ fn embedder(config: &InferenceConfig) -> anyhow::Result<Embedder> {
     match config.cpu_engine {
         CpuEngine::Tract => Ok(Embedder::Tract),
         #[cfg(feature = "burn")]
-        CpuEngine::Burn => Ok(Embedder::Burn(burn_engine::BurnEmbedder::load(
+        CpuEngine::Burn => Ok(Embedder::Burn(Box::new(burn_engine::BurnEmbedder::load(
             burn_engine::BurnDevice::Cpu,
-        ))),
+        )))),
         #[cfg(not(feature = "burn"))]
         CpuEngine::Burn => anyhow::bail!(
             "configuration: inference.cpu_engine: burn needs a build with the `burn` feature; use tract"

@@ -20,12 +20,14 @@ pub fn binary() -> &'static Path {
         }
         let status = build.status().expect("cargo runs");
         assert!(status.success(), "building the idyntra binary failed");
-        // Test binaries live in <target>/<profile>/deps.
+        // Test binaries live in <target>/<profile>/deps, the benchmark binaries in <target>/<profile>.
         let exe = std::env::current_exe().expect("the test binary has a path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binaries live in <target>/<profile>/deps");
+        let dir = exe.parent().expect("binaries live in a directory");
+        let profile_dir = if dir.ends_with("deps") {
+            dir.parent().expect("deps lives in the profile directory")
+        } else {
+            dir
+        };
         let binary = profile_dir.join("idyntra");
         assert!(binary.exists(), "{} was not built", binary.display());
         binary

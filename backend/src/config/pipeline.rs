@@ -127,7 +127,13 @@ impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
             device: Device::Auto,
-            cpu_engine: CpuEngine::Tract,
+            // burn's flex backend measured 4.3× faster than tract on MobileFaceNet
+            // (docs/PERFORMANCE.md): it is the default wherever the build has it.
+            cpu_engine: if cfg!(feature = "burn") {
+                CpuEngine::Burn
+            } else {
+                CpuEngine::Tract
+            },
             workers: 0,
             queue: 64,
             timeout: Duration::from_secs(10),
