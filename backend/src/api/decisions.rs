@@ -7,7 +7,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use idyntra_types::{Problem, Session, SessionStatus};
 
-use super::sessions::view;
+use super::sessions::{find, view};
 use crate::api_keys::SCOPE_SESSIONS_WRITE;
 use crate::app::AppState;
 use crate::auth::Principal;
@@ -123,11 +123,7 @@ pub async fn finalize_session(
     };
     let now = clock::now_ms();
     if wants_async(&headers) {
-        let session = app
-            .store
-            .get_session(&principal.account_id, &id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+        let session = find(&app, &principal, &id).await?;
         let status = session.status_at(now);
         if is_decided(status) {
             return Ok(Json(view(&session, now)).into_response());
@@ -151,11 +147,7 @@ pub async fn finalize_session(
         Ok(Ok(Ok(session))) => Ok(Json(view(&session, clock::now_ms())).into_response()),
         // Another request or a job is deciding it: answer as for an async call.
         Ok(Ok(Err(FinalizeError::NotReady("processing")))) | Err(_) => {
-            let session = app
-                .store
-                .get_session(&principal.account_id, &id)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+            let session = find(&app, &principal, &id).await?;
             Ok(accepted(view(&session, clock::now_ms())))
         }
         Ok(Ok(Err(error))) => Err(error.into()),
@@ -186,16 +178,9 @@ pub async fn redact(
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     principal.require(SCOPE_SESSIONS_WRITE)?;
-    if !ids::is_well_formed(&id, "ses") {
-        return Err(ApiError::not_found(format!("no session {id}")));
-    }
     let now = clock::now_ms();
     let audit = principal.audit("session.redacted", &id, serde_json::json!({}));
-    let current = app
-        .store
-        .get_session(&principal.account_id, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+    let current = find(&app, &principal, &id).await?;
     let mut redacted = current.clone();
     redacted.redacted_at = Some(now);
     redacted.updated_at = now;

@@ -180,7 +180,11 @@ pub async fn create(
 }
 
 /// Answers 404 for ids that cannot exist as for ids of other accounts: nothing tells them apart.
-async fn find(app: &AppState, principal: &Principal, id: &str) -> Result<SessionRecord, ApiError> {
+pub(super) async fn find(
+    app: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<SessionRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("no session {id}"));
     if !ids::is_well_formed(id, "ses") {
         return Err(not_found());
