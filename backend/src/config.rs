@@ -102,6 +102,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub jobs: JobsConfig,
     pub log: LogConfig,
+    pub demo: DemoConfig,
 }
 
 impl Default for Config {
@@ -128,6 +129,7 @@ impl Default for Config {
             decision: DecisionConfig::default(),
             webhooks: WebhookConfig::default(),
             jobs: JobsConfig::default(),
+            demo: DemoConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -293,6 +295,27 @@ impl Default for SessionsConfig {
             ttl: Duration::from_secs(60 * 60),
             client_token_ttl: Duration::from_secs(15 * 60),
             client_token_audience: vec!["idyntra-edge".to_owned(), "idyntra-backend".to_owned()],
+        }
+    }
+}
+
+/// The demo onboarding page at `/demo`: served in the `dev` profile only, whatever this says.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    pub enabled: bool,
+    /// The built browser SDK (`npm run build` in `browser-sdk/`).
+    pub sdk_dir: PathBuf,
+    /// The account the demo's sessions belong to (created on first use).
+    pub account: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sdk_dir: PathBuf::from("browser-sdk/dist"),
+            account: "demo".to_owned(),
         }
     }
 }

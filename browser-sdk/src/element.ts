@@ -11,6 +11,7 @@ const EVENTS: EventName[] = ["ready", "quality", "challenge", "captured", "submi
 export class IdyntraVerifyElement extends HTMLElement {
   static readonly observedAttributes = ["client-token"];
   private verification: Verification | null = null;
+  private starting = false;
 
   /** The running verification, once the element is connected. */
   get current(): Verification | null {
@@ -26,8 +27,9 @@ export class IdyntraVerifyElement extends HTMLElement {
     this.verification = null;
   }
 
-  attributeChangedCallback(): void {
-    if (this.isConnected) {
+  /** A new client token (a new session) restarts the capture; the first one is connect's. */
+  attributeChangedCallback(_name: string, previous: string | null, value: string | null): void {
+    if (this.verification !== null && previous !== value) {
       this.disconnectedCallback();
       void this.begin();
     }
@@ -35,13 +37,20 @@ export class IdyntraVerifyElement extends HTMLElement {
 
   private async begin(): Promise<void> {
     const clientToken = this.getAttribute("client-token");
-    if (!clientToken) return;
-    const verification = await Idyntra.create({
-      clientToken,
-      edgeUrl: this.getAttribute("edge-url") ?? location.origin,
-      apiUrl: this.getAttribute("api-url") ?? location.origin,
-      locale: this.getAttribute("locale") ?? document.documentElement.lang ?? undefined,
-    });
+    if (!clientToken || this.verification !== null || this.starting) return;
+    this.starting = true;
+    let verification: Verification;
+    try {
+      verification = await Idyntra.create({
+        clientToken,
+        edgeUrl: this.getAttribute("edge-url") ?? location.origin,
+        apiUrl: this.getAttribute("api-url") ?? location.origin,
+        locale: this.getAttribute("locale") ?? document.documentElement.lang ?? undefined,
+      });
+    } finally {
+      this.starting = false;
+    }
+    if (!this.isConnected) return verification.destroy();
     this.verification = verification;
     for (const name of EVENTS) {
       verification.on(name, (detail) =>

@@ -152,8 +152,9 @@ export class Verification {
       if (error instanceof Canceled || this.abort.signal.aborted) {
         throw new VerificationError("canceled", "the verification was closed");
       }
+      // Anything else is the engine or the browser failing under the flow.
       const failure =
-        error instanceof VerificationError ? error : new VerificationError("upload_refused", String(error));
+        error instanceof VerificationError ? error : new VerificationError("engine_failed", String(error));
       this.report(failure);
       view.setState("failed");
       view.clearActions();
@@ -246,6 +247,8 @@ export class Verification {
 
   private async challenge(view: View, run: ChallengeRun): Promise<CapturedFrame[]> {
     view.setState("challenge");
+    view.clearActions();
+    view.setText("");
     const frames: Promise<CapturedFrame>[] = [];
     const started = performance.now();
     let step = run.steps[0] ?? null;

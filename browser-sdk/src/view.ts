@@ -110,6 +110,7 @@ export class View {
 
   setText(title: string, body = ""): void {
     this.title.textContent = title;
+    this.title.hidden = title === "";
     this.body.textContent = body;
     this.body.hidden = body === "";
   }
@@ -201,12 +202,15 @@ export class View {
     return chosen;
   }
 
-  /** Enables or disables the action `key`. */
+  /** Enables or disables the action `key`; the first time it is enabled it takes the focus. */
   enable(key: string, enabled: boolean): void {
     const button = this.actions.querySelector<HTMLButtonElement>(`button[data-action="${key}"]`);
     if (button && button.disabled === enabled) {
       button.disabled = !enabled;
-      if (enabled) button.focus();
+      if (enabled && button.dataset.focused !== "1") {
+        button.dataset.focused = "1";
+        button.focus({ preventScroll: true });
+      }
     }
   }
 

@@ -123,7 +123,7 @@ pub async fn finalize_session(
     };
     let now = clock::now_ms();
     if wants_async(&headers) {
-        let session = find(&app, &principal, &id).await?;
+        let session = find(&app, &principal.account_id, &id).await?;
         let status = session.status_at(now);
         if is_decided(status) {
             return Ok(Json(view(&session, now)).into_response());
@@ -136,9 +136,20 @@ pub async fn finalize_session(
         app.store.enqueue(&job).await?;
         return Ok(accepted(view(&session, now)));
     }
+    decide_within_deadline(app, principal.account_id.clone(), id, requester).await
+}
+
+/// Decides a session, answering within `decision.sync_deadline`: the decided session, or `202`
+/// with the session as it is when the decision takes longer or is already being made elsewhere.
+pub(crate) async fn decide_within_deadline(
+    app: AppState,
+    account_id: String,
+    id: String,
+    requester: Requester,
+) -> Result<Response, ApiError> {
     let task = {
         let app = app.clone();
-        let account = principal.account_id.clone();
+        let account = account_id.clone();
         let id = id.clone();
         // Its own task: a deadline passed or a client gone does not stop a decision half made.
         tokio::spawn(async move { finalize::finalize(&app, &account, &id, &requester).await })
@@ -147,7 +158,7 @@ pub async fn finalize_session(
         Ok(Ok(Ok(session))) => Ok(Json(view(&session, clock::now_ms())).into_response()),
         // Another request or a job is deciding it: answer as for an async call.
         Ok(Ok(Err(FinalizeError::NotReady("processing")))) | Err(_) => {
-            let session = find(&app, &principal, &id).await?;
+            let session = find(&app, &account_id, &id).await?;
             Ok(accepted(view(&session, clock::now_ms())))
         }
         Ok(Ok(Err(error))) => Err(error.into()),
@@ -180,7 +191,7 @@ pub async fn redact(
     principal.require(SCOPE_SESSIONS_WRITE)?;
     let now = clock::now_ms();
     let audit = principal.audit("session.redacted", &id, serde_json::json!({}));
-    let current = find(&app, &principal, &id).await?;
+    let current = find(&app, &principal.account_id, &id).await?;
     let mut redacted = current.clone();
     redacted.redacted_at = Some(now);
     redacted.updated_at = now;

@@ -1,6 +1,7 @@
 //! The HTTP API: routes and the layers every request passes.
 
 mod decisions;
+mod demo;
 mod extract;
 mod health;
 mod media;
@@ -138,6 +139,10 @@ pub fn router(state: AppState) -> Router {
     if let Some(edge) = &state.edge {
         let service = crate::edge_host::service(config, edge.clone());
         router = router.route_service("/v1/attest", idyntra_edge::native::attest_route(service));
+    }
+    // The demo onboarding page: a development aid, never part of a production server.
+    if config.profile == crate::config::Profile::Dev && config.demo.enabled {
+        router = router.merge(demo::router(&state));
     }
     let mut router = router
         .route("/openapi.json", get(openapi_json))

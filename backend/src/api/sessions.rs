@@ -17,7 +17,7 @@ use crate::auth::Principal;
 use crate::clock;
 use crate::error::ApiError;
 use crate::ids;
-use crate::store::{SessionQuery, SessionRecord, Transition};
+use crate::store::{AuditEvent, SessionQuery, SessionRecord, Transition};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -135,13 +135,31 @@ pub async fn create(
     ApiJson(request): ApiJson<CreateSessionRequest>,
 ) -> Result<Response, ApiError> {
     principal.require(SCOPE_SESSIONS_WRITE)?;
+    let actor = format!("api_key:{}", principal.api_key_id);
+    let session = open(&app, &principal.account_id, &actor, request).await?;
+    let session_id = session.id.clone();
+    let mut response = (StatusCode::CREATED, Json(session)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{session_id}")) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// Opens a session of `account_id` for `actor` (the audit trail's who): the record, its audit
+/// entry, and the session as answered, with its client token.
+pub(crate) async fn open(
+    app: &AppState,
+    account_id: &str,
+    actor: &str,
+    request: CreateSessionRequest,
+) -> Result<Session, ApiError> {
     validate(&request)?;
     let now = clock::now_ms();
     let session_id = ids::new_id("ses");
     let options = request.options.unwrap_or_default();
     let record = SessionRecord {
         session_id: session_id.clone(),
-        account_id: principal.account_id.clone(),
+        account_id: account_id.to_owned(),
         status: SessionStatus::Created.as_str().to_owned(),
         reference: request.reference,
         metadata: DbJson(Value::Object(request.metadata.unwrap_or_else(Map::new))),
@@ -157,32 +175,31 @@ pub async fn create(
         .client_tokens
         .issue(
             &session_id,
-            &principal.account_id,
+            account_id,
             &record.nonce,
             &options,
             clock::to_secs(now),
             clock::to_secs(record.expires_at),
         )
         .map_err(anyhow::Error::from)?;
-    let audit = principal.audit(
-        "session.created",
-        &session_id,
-        serde_json::json!({ "liveness": options.liveness, "require_document": options.require_document }),
-    );
+    let audit = AuditEvent {
+        at: now,
+        actor: actor.to_owned(),
+        action: "session.created".to_owned(),
+        target: session_id.clone(),
+        request_id: crate::request_id::current(),
+        details: serde_json::json!({ "liveness": options.liveness, "require_document": options.require_document }),
+    };
     app.store.insert_session(&record, &audit).await?;
     let mut session = view(&record, now);
     session.client_token = Some(client_token);
-    let mut response = (StatusCode::CREATED, Json(session)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("/v1/sessions/{session_id}")) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(session)
 }
 
 /// Answers 404 for ids that cannot exist as for ids of other accounts: nothing tells them apart.
 pub(super) async fn find(
     app: &AppState,
-    principal: &Principal,
+    account_id: &str,
     id: &str,
 ) -> Result<SessionRecord, ApiError> {
     let not_found = || ApiError::not_found(format!("no session {id}"));
@@ -190,7 +207,7 @@ pub(super) async fn find(
         return Err(not_found());
     }
     app.store
-        .get_session(&principal.account_id, id)
+        .get_session(account_id, id)
         .await?
         .ok_or_else(not_found)
 }
@@ -213,7 +230,7 @@ pub async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Json<Session>, ApiError> {
     principal.require(SCOPE_SESSIONS_READ)?;
-    let record = find(&app, &principal, &id).await?;
+    let record = find(&app, &principal.account_id, &id).await?;
     Ok(Json(view(&record, clock::now_ms())))
 }
 
@@ -311,7 +328,7 @@ pub async fn cancel(
     }
     let now = clock::now_ms();
     let audit = principal.audit("session.canceled", &id, serde_json::json!({}));
-    let mut canceled = find(&app, &principal, &id).await?;
+    let mut canceled = find(&app, &principal.account_id, &id).await?;
     canceled.status = SessionStatus::Canceled.as_str().to_owned();
     canceled.updated_at = now;
     let event = crate::events::job("session.canceled", &canceled, now);
