@@ -4,7 +4,10 @@
 //   verified  — the person of the video shows a photo of themselves as the document;
 //   rejected  — the document shows someone else;
 //   still     — the camera shows a still photo: the challenge fails at the edge;
-//   denied    — the camera permission is refused: the page says how to allow it.
+//   document-camera — the document photo taken with the camera, the first upload's connection
+//               broken (the SDK sends it again): verified;
+//   denied    — the camera permission is refused: the page says how to allow it;
+//   element   — <idyntra-verify> on a phone-sized screen with reduced motion.
 // Then it measures the live analysis in the page. Screenshots of each state go to
 // $E2E_SCREENSHOTS (default e2e/screenshots). Environment: E2E_SERVER_BIN (the idyntra binary),
 // E2E_FAKE_CAMERA_BIN, E2E_FIXTURES (the registry photos, models/fixtures), E2E_CHROMIUM
@@ -27,7 +30,7 @@ const FAKE_CAMERA_BIN = need("E2E_FAKE_CAMERA_BIN");
 const FIXTURES = need("E2E_FIXTURES");
 const CHROMIUM = process.env.E2E_CHROMIUM ?? "/usr/bin/chromium";
 const SCREENSHOTS = resolve(process.env.E2E_SCREENSHOTS ?? join(sdk, "e2e/screenshots"));
-const wanted = (process.env.E2E_SCENARIOS ?? "verified,rejected,still,denied,measure").split(",");
+const wanted = (process.env.E2E_SCENARIOS ?? "verified,rejected,still,document-camera,denied,element,measure").split(",");
 const work = mkdtempSync(join(tmpdir(), "idyntra-e2e-"));
 mkdirSync(SCREENSHOTS, { recursive: true });
 
@@ -143,7 +146,7 @@ async function demoSession(base) {
 }
 
 /** A capture answered by the fake camera; returns the decision the page shows (or the SDK state). */
-async function capture(base, { name, answer, document, expect }) {
+async function capture(base, { name, answer, document, keyboard = false, dropFirstUpload = false }) {
   // The session first, so the video can answer its challenge; the page is then given this session.
   const session = await demoSession(base);
   const video = join(work, `${name}.y4m`);
@@ -158,16 +161,38 @@ async function capture(base, { name, answer, document, expect }) {
     await page.route("**/demo/session", (route) =>
       route.request().method() === "POST" ? route.fulfill({ json: session }) : route.continue(),
     );
+    let dropped = 0;
+    if (dropFirstUpload) {
+      // The connection breaks under the first upload to the edge: the SDK must send it again.
+      await page.route("**/v1/attest", (route) => (dropped++ === 0 ? route.abort("connectionreset") : route.continue()));
+    }
     await page.goto(`${base}/demo`);
-    await sdkRoot(page).locator('button[data-action="start"]').click();
+    const start = sdkRoot(page).locator('button[data-action="start"]');
+    if (keyboard) {
+      // The first action has the focus: Enter presses it.
+      await start.waitFor();
+      await page.waitForFunction(() => document.querySelector("#verify").shadowRoot.activeElement?.dataset.action === "start");
+      await page.keyboard.press("Enter");
+    } else {
+      await start.click();
+    }
     await page.locator("#verify").locator('button[data-action="begin"]:not([disabled])').waitFor({ timeout: 60_000 });
+    // The guidance reaches screen readers through the live region.
+    const announced = await sdkRoot(page).locator('[role="status"]').textContent();
+    if (!announced) throw new Error("nothing was announced in the live region");
     await shot(page, `${name}-1-live-guidance`);
     await beginInStep(page, camera);
     await waitForState(page, ["challenge"]);
     await page.waitForTimeout(1200);
     await shot(page, `${name}-2-challenge`);
     await waitForState(page, ["document"], 40_000);
-    await sdkRoot(page).locator('input[data-action="file"]').setInputFiles(join(FIXTURES, document));
+    if (document === "camera") {
+      await sdkRoot(page).locator('button[data-action="camera"]').click();
+      await waitForState(page, ["document-camera"]);
+      await sdkRoot(page).locator('button[data-action="take"]').click();
+    } else {
+      await sdkRoot(page).locator('input[data-action="file"]').setInputFiles(join(FIXTURES, document));
+    }
     await waitForState(page, ["review"]);
     await shot(page, `${name}-3-review`);
     await sdkRoot(page).locator('button[data-action="submit"]').click();
@@ -178,6 +203,16 @@ async function capture(base, { name, answer, document, expect }) {
       const decision = await page.locator('[data-testid="decision"]').textContent();
       await shot(page, `${name}-4-decision-${decision}`);
       const scores = await page.locator("#checks").innerText();
+      // Nothing of the capture stays in the browser.
+      const stored = await page.evaluate(async () => ({
+        local: localStorage.length,
+        session: sessionStorage.length,
+        databases: (await indexedDB.databases()).length,
+        caches: (await caches.keys()).length,
+        cookies: document.cookie.length,
+      }));
+      if (Object.values(stored).some((n) => n !== 0)) throw new Error(`the page kept data: ${JSON.stringify(stored)}`);
+      if (dropFirstUpload && dropped < 2) throw new Error("the dropped upload was not sent again");
       return { outcome: decision, detail: scores.replace(/\s+/g, " ") };
     }
     const alert = await sdkRoot(page).locator(".alert").textContent();
@@ -198,6 +233,42 @@ async function denied(base) {
     const alert = await sdkRoot(page).locator(".alert").textContent();
     await shot(page, "denied-camera-error");
     return { outcome: "camera-error", detail: alert };
+  } finally {
+    await browser.close();
+  }
+}
+
+/** `<idyntra-verify>` on a phone-sized screen with reduced motion: it mounts, and stays still. */
+async function element(base) {
+  const session = await demoSession(base);
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+  try {
+    const context = await browser.newContext({ viewport: { width: 375, height: 740 }, reducedMotion: "reduce", isMobile: true });
+    const page = await context.newPage();
+    await page.goto(`${base}/demo`);
+    const found = await page.evaluate(async (token) => {
+      await import("/demo/sdk/element.js");
+      const element = document.createElement("idyntra-verify");
+      element.setAttribute("client-token", token);
+      element.setAttribute("edge-url", location.origin);
+      element.setAttribute("api-url", location.origin);
+      const ready = new Promise((done) => element.addEventListener("idyntra-ready", (e) => done(e.detail)));
+      document.querySelector("main").replaceChildren(element);
+      const detail = await ready;
+      const root = element.shadowRoot;
+      const ellipse = root.querySelector(".oval ellipse");
+      const start = root.querySelector('button[data-action="start"]');
+      return {
+        locale: detail.locale,
+        start: start?.textContent,
+        animation: getComputedStyle(ellipse).animationName,
+        buttonWidth: start.getBoundingClientRect().width,
+        width: root.querySelector(".idy").getBoundingClientRect().width,
+      };
+    }, session.client_token);
+    await page.screenshot({ path: join(SCREENSHOTS, "element-mobile.png"), fullPage: true });
+    const ok = found.start === "Start" && found.animation === "none" && found.buttonWidth > found.width * 0.8;
+    return { outcome: ok ? "mounted" : "wrong", detail: JSON.stringify(found) };
   } finally {
     await browser.close();
   }
@@ -258,13 +329,24 @@ async function measure(base) {
 }
 
 const scenarios = {
-  verified: (base) => capture(base, { name: "verified", answer: "live", document: "obama3.jpg", expect: "verified" }),
-  rejected: (base) => capture(base, { name: "rejected", answer: "live", document: "biden.jpg", expect: "rejected" }),
-  still: (base) => capture(base, { name: "still", answer: "still", document: "obama3.jpg", expect: "rejected" }),
+  verified: (base) => capture(base, { name: "verified", answer: "live", document: "obama3.jpg" }),
+  rejected: (base) => capture(base, { name: "rejected", answer: "live", document: "biden.jpg", keyboard: true }),
+  still: (base) => capture(base, { name: "still", answer: "still", document: "obama3.jpg" }),
+  "document-camera": (base) =>
+    capture(base, { name: "document-camera", answer: "live", document: "camera", dropFirstUpload: true }),
   denied,
+  element,
   measure,
 };
-const expected = { verified: "verified", rejected: "rejected", still: "rejected", denied: "camera-error", measure: "measured" };
+const expected = {
+  verified: "verified",
+  rejected: "rejected",
+  still: "rejected",
+  "document-camera": "verified",
+  denied: "camera-error",
+  element: "mounted",
+  measure: "measured",
+};
 // What the person is told, where the outcome alone does not say it.
 const told = { still: /live person/, denied: /Camera access was denied/ };
 

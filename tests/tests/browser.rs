@@ -90,7 +90,9 @@ fn the_demo_page_reaches_each_outcome_in_chromium_with_a_fake_camera() {
         ],
     );
     println!("{output}");
-    for scenario in ["verified", "rejected", "still", "denied", "measure"] {
+    for scenario in [
+        "verified", "rejected", "still", "denied", "element", "measure",
+    ] {
         assert!(
             output.contains(&format!("ok {scenario}:")),
             "{scenario} did not pass:\n{output}"

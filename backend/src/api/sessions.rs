@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use idyntra_types::{CreateSessionRequest, Page, Session, SessionStatus};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx::types::Json as DbJson;
 
 use super::extract::{ApiJson, ApiQuery};
@@ -162,7 +162,7 @@ pub(crate) async fn open(
         account_id: account_id.to_owned(),
         status: SessionStatus::Created.as_str().to_owned(),
         reference: request.reference,
-        metadata: DbJson(Value::Object(request.metadata.unwrap_or_else(Map::new))),
+        metadata: DbJson(Value::Object(request.metadata.unwrap_or_default())),
         options: DbJson(serde_json::to_value(&options).map_err(anyhow::Error::from)?),
         nonce: crate::client_token::ClientTokenIssuer::new_nonce(),
         created_at: now,

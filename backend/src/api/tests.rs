@@ -951,3 +951,86 @@ async fn the_embedded_edge_attests_a_capture_of_the_session() {
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{problem}");
 }
+
+#[tokio::test]
+async fn the_demo_page_runs_sessions_of_its_own_account_in_dev_only() {
+    let app = TestApp::new(|config| {
+        config.demo.sdk_dir = std::path::PathBuf::from("/nonexistent/sdk");
+    })
+    .await;
+    let response = app
+        .send(Request::get("/demo").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let policy = response.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval'")
+            && !policy.contains("unsafe-inline"),
+        "{policy}"
+    );
+    let page = response.into_body().collect().await.unwrap().to_bytes();
+    // Without a built SDK the page says how to build it.
+    assert!(String::from_utf8_lossy(&page).contains("npm run build"));
+
+    let (status, session, _) = app.call(Method::POST, "/demo/session", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let id = session["id"].as_str().unwrap();
+    assert_eq!(session["status"], "created");
+    assert!(session["client_token"].as_str().unwrap().starts_with("eyJ"));
+    // The session is the demo account's: another account does not see it.
+    let key = app.key("acme", &[]).await;
+    let (status, _, _) = app
+        .call(Method::GET, &format!("/v1/sessions/{id}"), Some(&key), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body, response) = app
+        .call(
+            Method::POST,
+            &format!("/demo/session/{id}/finalize"),
+            None,
+            None,
+        )
+        .await;
+    assert_problem(
+        status,
+        &body,
+        &response,
+        StatusCode::CONFLICT,
+        "session_not_submitted",
+    );
+    // And the demo routes reach no other account's session.
+    let (_, theirs, _) = app
+        .call(Method::POST, "/v1/sessions", Some(&key), Some(json!({})))
+        .await;
+    let theirs = theirs["id"].as_str().unwrap();
+    for (method, uri) in [
+        (Method::GET, format!("/demo/session/{theirs}")),
+        (Method::POST, format!("/demo/session/{theirs}/finalize")),
+    ] {
+        let (status, body, response) = app.call(method, &uri, None, None).await;
+        assert_problem(status, &body, &response, StatusCode::NOT_FOUND, "not_found");
+    }
+
+    // Switched off, or outside the dev profile whatever `demo.enabled` says: no such routes.
+    let off = TestApp::new(|config| config.demo.enabled = false).await;
+    let prod = TestApp::new(|config| {
+        use crate::config::{Profile, Secret};
+        config.profile = Profile::Prod;
+        config.allow_sqlite_in_prod = true;
+        config.api_keys.pepper = Some(Secret::new("a-pepper-of-at-least-32-characters-long"));
+        config.signing.private_key =
+            Some(Secret::new("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+        config.edge.private_key = Some(Secret::new("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE="));
+        config.media.master_key = Some(Secret::new("AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="));
+    })
+    .await;
+    for app in [off, prod] {
+        for (method, uri) in [(Method::POST, "/demo/session"), (Method::GET, "/demo")] {
+            let (status, _, _) = app.call(method, uri, None, None).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        }
+    }
+}

@@ -233,7 +233,7 @@ fn run() -> Result<(), String> {
     let mut out = BufWriter::new(file);
     let io = |e: std::io::Error| e.to_string();
     let fps = options.fps;
-    write!(out, "YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps}:1 Ip A1:1 C420\n").map_err(io)?;
+    writeln!(out, "YUV4MPEG2 W{WIDTH} H{HEIGHT} F{fps}:1 Ip A1:1 C420").map_err(io)?;
     for (index, mut frame) in frames.into_iter().enumerate() {
         mark(&mut frame, index as u32);
         write_frame(&mut out, &frame).map_err(io)?;
