@@ -33,16 +33,8 @@ export type MessageKey =
   | "camera_starting"
   | "begin_check"
   | "looks_good"
-  | "no_face"
-  | "multiple_faces"
-  | "face_too_small"
-  | "face_too_large"
-  | "not_centred"
-  | "pose"
-  | "too_dark"
-  | "too_bright"
-  | "low_contrast"
-  | "blurry"
+  // Each quality code has its guidance sentence.
+  | QualityCode
   | "step_neutral"
   | "step_flash"
   | "step_turn_left"
@@ -59,18 +51,8 @@ export type MessageKey =
   | "retrying"
   | "submitted"
   | "try_again"
-  | "camera_denied"
-  | "camera_missing"
-  | "camera_busy"
-  | "camera_unsupported"
-  | "document_unreadable"
-  | "capture_rejected"
-  | "challenge_failed"
-  | "network_error"
-  | "session_expired"
-  | "too_many_attempts"
-  | "upload_refused"
-  | "engine_failed";
+  // Each error code but `canceled` has its sentence.
+  | Exclude<ErrorCode, "canceled">;
 
 /** Quality codes of the edge (`idyntra-types::QualityCode`). */
 export type QualityCode =
