@@ -161,6 +161,13 @@ async function capture(base, { name, answer, document, keyboard = false, dropFir
     await page.route("**/demo/session", (route) =>
       route.request().method() === "POST" ? route.fulfill({ json: session }) : route.continue(),
     );
+    // The attestation the edge signs records the SDK's injection signals as received.
+    let signals = null;
+    page.on("response", async (response) => {
+      if (response.url().endsWith("/v1/attest") && response.status() === 200) {
+        signals = claims((await response.json()).attestation).injection_signals;
+      }
+    });
     let dropped = 0;
     if (dropFirstUpload) {
       // The connection breaks under the first upload to the edge: the SDK must send it again.
@@ -213,7 +220,11 @@ async function capture(base, { name, answer, document, keyboard = false, dropFir
       }));
       if (Object.values(stored).some((n) => n !== 0)) throw new Error(`the page kept data: ${JSON.stringify(stored)}`);
       if (dropFirstUpload && dropped < 2) throw new Error("the dropped upload was not sent again");
-      return { outcome: decision, detail: scores.replace(/\s+/g, " ") };
+      // Chromium's file-fed fake camera is a device track, named by the file: flagged as virtual.
+      if (signals?.camera_track !== true || signals?.virtual_camera !== true || typeof signals?.frame_interval_mean_ms !== "number") {
+        throw new Error(`the attestation lacks the camera's signals: ${JSON.stringify(signals)}`);
+      }
+      return { outcome: decision, detail: `${scores.replace(/\s+/g, " ")}; signals ${JSON.stringify(signals)}` };
     }
     const alert = await sdkRoot(page).locator(".alert").textContent();
     const problems = await sdkRoot(page).locator(".problems").innerText().catch(() => "");

@@ -5,8 +5,12 @@
  */
 import type { InjectionSignals } from "./types.js";
 
-/** Camera names of common virtual cameras (OBS, ManyCam, Snap Camera, DroidCam, XSplit, …). */
-const VIRTUAL_CAMERA = /virtual|obs|manycam|snap camera|droidcam|xsplit|epoccam|camo|fake|dummy|v4l2loopback/i;
+/**
+ * Camera names of common virtual cameras (OBS, ManyCam, Snap Camera, DroidCam, XSplit, …), and
+ * the video file Chromium's `--use-file-for-fake-video-capture` plays, which it names by path.
+ */
+const VIRTUAL_CAMERA =
+  /virtual|obs|manycam|snap camera|droidcam|xsplit|epoccam|camo|fake|dummy|v4l2loopback|\.(y4m|mjpe?g)$/i;
 
 /** Statistics of the intervals between video frames: real sensors jitter, rendered feeds often do not. */
 export class FrameClock {

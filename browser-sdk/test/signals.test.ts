@@ -28,6 +28,8 @@ describe("injection signals", () => {
     expect(signals.camera_width).toBe(1280);
     expect(signals.camera_devices).toBe(2);
     expect(cameraSignals(null, new FrameClock(), 0).camera_track).toBe(false);
+    const file = { ...new CanvasCaptureMediaStreamTrack(), label: "/tmp/face.y4m", getSettings: () => ({}) };
+    expect(cameraSignals(file as unknown as MediaStreamTrack, new FrameClock(), 1).virtual_camera).toBe(true);
   });
 
   it("tells the camera failures a person can act on apart", () => {
