@@ -66,6 +66,18 @@ enum Command {
     /// The edge attestation service on its own.
     #[command(subcommand)]
     Edge(EdgeCommand),
+    /// Ask a running server whether it is up (exit 0) or not (exit 1): the container
+    /// healthcheck of images without a shell or curl.
+    Healthcheck {
+        /// What to ask; by default `/healthz` of the configured listen address.
+        #[arg(long)]
+        url: Option<String>,
+        /// Ask `/readyz` (database, Redis, models) instead of `/healthz`.
+        #[arg(long, conflicts_with = "url")]
+        ready: bool,
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -258,7 +270,48 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The URL a healthcheck asks when none is given: the configured listen address, on loopback
+/// when it listens on every interface.
+fn health_url(listen: SocketAddr, ready: bool) -> String {
+    let mut address = listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let path = if ready { "/readyz" } else { "/healthz" };
+    format!("http://{address}{path}")
+}
+
+async fn healthcheck(url: &str, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let client = reqwest::Client::builder().timeout(timeout).build()?;
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(response) => {
+            eprintln!("unhealthy: {url} answered {}", response.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {url}: {error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Healthcheck {
+        url,
+        ready,
+        timeout,
+    } = &cli.command
+    {
+        let url = match url {
+            Some(url) => url.clone(),
+            None => health_url(Config::load()?.listen, *ready),
+        };
+        return healthcheck(&url, *timeout).await;
+    }
     // The edge alone needs none of the backend's database or secrets.
     if let Command::Edge(EdgeCommand::Serve { listen }) = cli.command {
         let mut config = Config::load_edge()?;
@@ -300,6 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Keys(keys) => run_keys(&app, keys).await,
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
                 Command::Serve { .. }
+                | Command::Healthcheck { .. }
                 | Command::Worker
                 | Command::Eval(_)
                 | Command::Verify { .. }
@@ -600,4 +654,19 @@ async fn verify_audit(app: &App) -> anyhow::Result<ExitCode> {
     }
     println!("audit log intact: {seq} rows");
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_healthcheck_asks_the_listen_address_on_loopback() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(health_url(any, false), "http://127.0.0.1:8080/healthz");
+        let any6: SocketAddr = "[::]:9000".parse().unwrap();
+        assert_eq!(health_url(any6, true), "http://[::1]:9000/readyz");
+        let one: SocketAddr = "10.1.2.3:8080".parse().unwrap();
+        assert_eq!(health_url(one, false), "http://10.1.2.3:8080/healthz");
+    }
 }

@@ -158,6 +158,8 @@ pub struct FaceEngine {
     running: Arc<Semaphore>,
     timeout: Duration,
     breaker: Breaker,
+    /// Runs admitted at most: the workers and the queue.
+    capacity: usize,
 }
 
 impl FaceEngine {
@@ -180,6 +182,7 @@ impl FaceEngine {
             waiting: Arc::new(Semaphore::new(config.queue + workers)),
             running: Arc::new(Semaphore::new(workers)),
             timeout: config.timeout,
+            capacity: config.queue + workers,
             breaker: Breaker {
                 threshold: config.breaker_failures,
                 cooldown: config.breaker_cooldown,
@@ -199,6 +202,11 @@ impl FaceEngine {
     /// Whether the engine takes work (readiness).
     pub fn is_available(&self) -> bool {
         !self.breaker.is_open()
+    }
+
+    /// Model runs admitted and not finished: running, or waiting for a worker.
+    pub fn in_flight(&self) -> usize {
+        self.capacity - self.waiting.available_permits()
     }
 
     /// Runs `work` on the models in the pool, under the timeout.

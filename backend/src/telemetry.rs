@@ -69,6 +69,15 @@ pub struct Metrics {
     pub redis_up: Gauge,
     pub webhook_attempts: Family<OutcomeLabels, Counter>,
     pub decisions: Family<OutcomeLabels, Counter>,
+    pub jobs_due: Family<KindLabels, Gauge>,
+    pub inference_in_flight: Gauge,
+    pub inference_breaker_open: Gauge,
+}
+
+/// The kind of a job.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
 }
 
 /// The outcome of a webhook attempt or a decision.
@@ -133,10 +142,31 @@ impl Default for Metrics {
             "Sessions decided, by decision",
             decisions.clone(),
         );
+        let jobs_due = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "jobs_due",
+            "Jobs whose time has come and that no runner holds, by kind (finalize, event, webhook)",
+            jobs_due.clone(),
+        );
+        let inference_in_flight = Gauge::default();
+        registry.register(
+            "inference_in_flight",
+            "Model runs admitted and not finished (running or queued) in this process",
+            inference_in_flight.clone(),
+        );
+        let inference_breaker_open = Gauge::default();
+        registry.register(
+            "inference_breaker_open",
+            "1 while the models' circuit breaker refuses work in this process",
+            inference_breaker_open.clone(),
+        );
         Self {
             registry,
             webhook_attempts,
             decisions,
+            jobs_due,
+            inference_in_flight,
+            inference_breaker_open,
             http_requests,
             http_duration,
             rate_limit_rejections,

@@ -39,14 +39,25 @@ pub fn binary() -> &'static Path {
 pub struct Setup {
     pub dir: tempfile::TempDir,
     pub env: Vec<(String, String)>,
+    /// Runs the binary through this command line (e.g. `setpriv …` to drop privileges), and this
+    /// binary instead of the one built for the tests.
+    pub launcher: Vec<String>,
+    pub program: Option<PathBuf>,
 }
 
 impl Setup {
     /// The embedded default (dev profile, SQLite under `./data`), JSON logs.
     pub fn embedded() -> Self {
+        Self::in_dir(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// The embedded default in `dir`.
+    pub fn in_dir(dir: tempfile::TempDir) -> Self {
         Self {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             env: Vec::new(),
+            launcher: Vec::new(),
+            program: None,
         }
     }
 
@@ -70,7 +81,15 @@ impl Setup {
     }
 
     fn command(&self) -> Command {
-        let mut command = Command::new(binary());
+        let program = self.program.as_deref().unwrap_or_else(|| binary());
+        let mut command = match self.launcher.split_first() {
+            Some((launcher, args)) => {
+                let mut command = Command::new(launcher);
+                command.args(args).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
         command.current_dir(self.dir.path()).env_clear();
         for name in ["PATH", "HOME"] {
             if let Ok(value) = std::env::var(name) {

@@ -554,10 +554,7 @@ async fn prod_profile_refuses_unsafe_configuration() {
     // A dev key left in the database stops a prod start.
     let dev = Setup::embedded();
     drop(dev.serve());
-    let mut prod = Setup {
-        dir: dev.dir,
-        env: Vec::new(),
-    };
+    let mut prod = Setup::in_dir(dev.dir);
     prod.set("IDYNTRA_PROFILE", "prod")
         .set("IDYNTRA_ALLOW_SQLITE_IN_PROD", "true")
         .set(
@@ -585,4 +582,28 @@ async fn prod_profile_refuses_unsafe_configuration() {
     assert_eq!(refused.status.code(), Some(1));
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("dev API key"), "{said}");
+}
+
+/// `idyntra healthcheck`: the probe of images without a shell or curl.
+#[test]
+fn the_healthcheck_command_tells_a_running_server_from_a_missing_one() {
+    let setup = Setup::embedded();
+    let server = setup.serve();
+    let up = setup.cli(&["healthcheck", "--url", &server.url("/healthz")]);
+    assert!(up.status.success(), "{up:?}");
+    let ready = setup.cli(&["healthcheck", "--url", &server.url("/readyz")]);
+    assert!(ready.status.success(), "{ready:?}");
+    drop(server);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let down = setup.cli(&[
+        "healthcheck",
+        "--url",
+        &format!("http://127.0.0.1:{port}/healthz"),
+        "--timeout",
+        "1s",
+    ]);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
 }

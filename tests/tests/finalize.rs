@@ -222,6 +222,21 @@ async fn the_whole_flow(mut setup: Setup) {
     let submitted = receiver
         .wait_for("session.submitted", Duration::from_secs(20))
         .await;
+    // The job backlog and the model pool are read at scrape time, on either database.
+    let metrics = http()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "idyntra_jobs_due{kind=\"finalize\"} ",
+        "idyntra_inference_breaker_open 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 
     let finalized = http()
         .post(server.url(&format!("/v1/sessions/{}/finalize", capture.id)))

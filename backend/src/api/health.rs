@@ -121,6 +121,25 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     gauges
         .get_or_create(&PoolLabels { state: "in_use" })
         .set(i64::from(pool.size.saturating_sub(pool.idle)));
+    let metrics = &app.metrics;
+    metrics
+        .inference_in_flight
+        .set(i64::try_from(app.faces.in_flight()).unwrap_or(i64::MAX));
+    metrics
+        .inference_breaker_open
+        .set(i64::from(!app.faces.is_available()));
+    // The backlog is read at scrape time; a database that does not answer leaves the last values.
+    if let Ok(due) = app.store.due_jobs(crate::clock::now_ms()).await {
+        for kind in ["finalize", "event", "webhook"] {
+            let count = due.iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| *n);
+            metrics
+                .jobs_due
+                .get_or_create(&crate::telemetry::KindLabels {
+                    kind: kind.to_owned(),
+                })
+                .set(count);
+        }
+    }
     let mut response = app.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

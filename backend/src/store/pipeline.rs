@@ -209,6 +209,8 @@ pub trait PipelineStore: Send + Sync {
     /// Runs the job again at `run_at`, noting why it has not finished.
     async fn retry_job(&self, job_id: &str, run_at: i64, error: &str) -> StoreResult<()>;
     async fn get_job(&self, job_id: &str) -> StoreResult<Option<JobRecord>>;
+    /// Unfinished jobs whose time has come, by kind: the backlog the runners have not taken.
+    async fn due_jobs(&self, now: i64) -> StoreResult<Vec<(String, i64)>>;
 
     async fn insert_webhook_endpoint(
         &self,
@@ -540,6 +542,18 @@ macro_rules! impl_pipeline_store {
                     .bind(job_id)
                     .fetch_optional(&self.pool)
                     .await?)
+            }
+
+            async fn due_jobs(&self, now: i64) -> StoreResult<Vec<(String, i64)>> {
+                Ok(sqlx::query_as::<_, (String, i64)>(
+                    "select kind, count(*) from job \
+                     where done_at is null and run_at <= $1 \
+                       and (locked_until is null or locked_until < $1) \
+                     group by kind",
+                )
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?)
             }
 
             async fn insert_webhook_endpoint(
