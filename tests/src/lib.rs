@@ -373,17 +373,21 @@ pub async fn session_with_nonce(server: &Server, key: &str) -> (String, String, 
         .as_str()
         .expect("a client token")
         .to_owned();
-    let payload = token.split('.').nth(1).expect("a JWT has a payload");
-    let claims: serde_json::Value =
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .expect("the client token's payload is base64url JSON");
+    let claims = jwt_claims(&token);
     (
         session["id"].as_str().expect("a session id").to_owned(),
         token,
         claims["nonce"].as_str().expect("a nonce").to_owned(),
     )
+}
+
+/// The claims of a JWT, read without checking its signature.
+pub fn jwt_claims(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).expect("a JWT has a payload");
+    base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .expect("a JWT's payload is base64url JSON")
 }
 
 /// The JSON Web Key Set at `url`.

@@ -12,7 +12,8 @@ use idyntra_edge::{EdKey, jwt, sample};
 use idyntra_models::liveness_samples::Answer;
 use idyntra_tests::Answer as _;
 use idyntra_tests::{
-    Received, Server, Setup, WebhookReceiver, http, registry_photo_bytes, session_with_nonce,
+    Received, Server, Setup, WebhookReceiver, http, jwt_claims, registry_photo_bytes,
+    session_with_nonce,
 };
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -126,11 +127,6 @@ async fn expect_problem(response: reqwest::Response, status: u16, code: &str) {
 fn secrets(setup: &Setup) -> Value {
     let text = std::fs::read_to_string(setup.dir.path().join("data/dev-secrets.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn claims_of(jwt: &str) -> Value {
-    let payload = jwt.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 fn now_secs() -> i64 {
@@ -441,7 +437,7 @@ async fn every_refused_upload_has_its_code_and_stores_nothing() {
 
     // Attestations signed by the edge key but expired or for another nonce, and one signed by a
     // key nobody trusts.
-    let claims = claims_of(&a.attestation);
+    let claims = jwt_claims(&a.attestation);
     let mut expired = claims.clone();
     expired["iat"] = json!(now_secs() - 900);
     expired["exp"] = json!(now_secs() - 600);
@@ -470,7 +466,7 @@ async fn every_refused_upload_has_its_code_and_stores_nothing() {
         expect_problem(upload(&server, &a.id, &a.token, &parts).await, 422, code).await;
     }
     // An expired client token, signed by the backend's own key.
-    let mut token_claims = claims_of(&a.token);
+    let mut token_claims = jwt_claims(&a.token);
     token_claims["exp"] = json!(now_secs() - 60);
     let expired_token = jwt::sign(&token_claims, &backend_key).unwrap();
     expect_problem(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use idyntra_edge::sample;
 use idyntra_models::liveness_samples::Answer;
-use idyntra_tests::{Setup, registry_photo_bytes};
+use idyntra_tests::{Setup, jwt_claims, registry_photo_bytes};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -232,12 +232,7 @@ async fn nginx_terminates_tls_redirects_and_passes_only_the_real_client_address(
         session["id"].as_str().unwrap(),
         session["client_token"].as_str().unwrap(),
     );
-    let payload = token.split('.').nth(1).unwrap();
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = jwt_claims(token);
     let frame = |name: &str| {
         let photo = image::load_from_memory(&registry_photo_bytes(name))
             .unwrap()
