@@ -185,7 +185,10 @@ async function capture(base, { name, answer, document, keyboard = false, dropFir
     }
     await page.locator("#verify").locator('button[data-action="begin"]:not([disabled])').waitFor({ timeout: 60_000 });
     // The guidance reaches screen readers through the live region.
-    const announced = await sdkRoot(page).locator('[role="status"]').textContent();
+    const announced = await sdkRoot(page)
+      .locator('[role="status"]:not(:empty)')
+      .waitFor({ state: "attached", timeout: 5_000 })
+      .then(() => true, () => false);
     if (!announced) throw new Error("nothing was announced in the live region");
     await shot(page, `${name}-1-live-guidance`);
     await beginInStep(page, camera);

@@ -48,3 +48,23 @@ export function stepColour(step: ChallengeStep | null): string | null {
   const [r, g, b] = step.colour;
   return `rgb(${r}, ${g}, ${b})`;
 }
+
+/** Guidance is announced at most this often, so a screen reader is not flooded frame by frame. */
+export const ANNOUNCE_EVERY_MS = 1500;
+
+/**
+ * When guidance reaches the screen readers' live region: a changed text, at most every
+ * `ANNOUNCE_EVERY_MS` unless urgent. The first text is due at once, however soon after the page
+ * loaded (`performance.now()` starts near zero).
+ */
+export class Announcements {
+  private text = "";
+  private at = Number.NEGATIVE_INFINITY;
+
+  due(text: string, now: number, urgent = false): boolean {
+    if (text === this.text || (!urgent && now - this.at < ANNOUNCE_EVERY_MS)) return false;
+    this.text = text;
+    this.at = now;
+    return true;
+  }
+}

@@ -3,6 +3,7 @@
  * errors, and one row of actions per screen. Plain DOM in a shadow root, so it drops into any
  * page; the flow (`verification.ts`) decides what it shows.
  */
+import { Announcements } from "./guidance.js";
 import { STYLES } from "./styles.js";
 
 export interface Action {
@@ -20,8 +21,6 @@ export interface Choice {
 }
 
 const SVG = "http://www.w3.org/2000/svg";
-/** Guidance is announced at most this often, so a screen reader is not flooded frame by frame. */
-const ANNOUNCE_EVERY_MS = 1500;
 
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, className?: string): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
@@ -44,7 +43,7 @@ export class View {
   private readonly problems: HTMLUListElement;
   private readonly preview: HTMLImageElement;
   private readonly actions: HTMLElement;
-  private lastAnnounced = { text: "", at: 0 };
+  private readonly announcements = new Announcements();
   private previewUrl: string | null = null;
   private pending: ((choice: Choice) => void) | null = null;
 
@@ -122,11 +121,7 @@ export class View {
   /** Shows `text` as the guidance; announces it when it changed and the last one is old enough. */
   guide(text: string, urgent = false): void {
     this.status.textContent = text;
-    const now = performance.now();
-    if (text !== this.lastAnnounced.text && (urgent || now - this.lastAnnounced.at >= ANNOUNCE_EVERY_MS)) {
-      this.live.textContent = text;
-      this.lastAnnounced = { text, at: now };
-    }
+    if (this.announcements.due(text, performance.now(), urgent)) this.live.textContent = text;
   }
 
   showError(message: string | null, problems: string[] = []): void {

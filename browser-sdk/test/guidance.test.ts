@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { guidanceMessage, guidanceOrder, stepColour, stepMessage } from "../src/guidance.js";
+import { ANNOUNCE_EVERY_MS, Announcements, guidanceMessage, guidanceOrder, stepColour, stepMessage } from "../src/guidance.js";
 import { locales, messagesFor } from "../src/locales.js";
 
 const { messages } = messagesFor("en");
@@ -37,5 +37,21 @@ describe("locales", () => {
 
   it("has a text for every code the flow can report", () => {
     for (const text of Object.values(messages)) expect(text.length).toBeGreaterThan(0);
+  });
+});
+
+describe("announcements", () => {
+  it("announces the first guidance at once, even right after the page loaded", () => {
+    expect(new Announcements().due("Move closer.", 12)).toBe(true);
+  });
+
+  it("announces a change at most every interval unless urgent, and never a repeat", () => {
+    const announcements = new Announcements();
+    expect(announcements.due("Move closer.", 100)).toBe(true);
+    expect(announcements.due("Move closer.", 100 + 10 * ANNOUNCE_EVERY_MS)).toBe(false);
+    expect(announcements.due("Hold still.", 100 + ANNOUNCE_EVERY_MS / 2)).toBe(false);
+    expect(announcements.due("Turn left.", 100 + ANNOUNCE_EVERY_MS / 2, true)).toBe(true);
+    expect(announcements.due("Hold still.", 100 + ANNOUNCE_EVERY_MS)).toBe(false);
+    expect(announcements.due("Hold still.", 100 + ANNOUNCE_EVERY_MS * 1.5)).toBe(true);
   });
 });
