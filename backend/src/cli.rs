@@ -42,8 +42,13 @@ enum Command {
     },
     /// Apply the configured database's migrations.
     Migrate,
-    /// Run jobs (async finalize, webhook deliveries, retention) without serving the API.
-    Worker,
+    /// Run jobs (async finalize, webhook deliveries, retention) without serving the API; only
+    /// `/healthz`, `/readyz` and `/metrics` are served, for probes and scrapes.
+    Worker {
+        /// Address of those endpoints (default from configuration: 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Manage secret API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -331,12 +336,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init_logging(&config.log);
             serve(config).await?;
         }
-        Command::Worker => {
+        Command::Worker { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+            }
             telemetry::init_logging(&config.log);
             let app = App::open(config).await?;
-            tracing::info!(database = app.store.kind(), "worker running");
-            println!("idyntra worker running");
-            crate::jobs::run(app.into_state(), shutdown_signal()).await;
+            let listener = TcpListener::bind(app.config.listen)
+                .await
+                .with_context(|| format!("listen: cannot bind {}", app.config.listen))?;
+            let address = listener.local_addr()?;
+            tracing::info!(database = app.store.kind(), address = %address, "worker running");
+            println!("idyntra worker listening on http://{address}");
+            crate::work(app.into_state(), listener, shutdown_signal()).await?;
         }
         command => {
             // Commands print their results on stdout; only warnings go to the log.
@@ -354,7 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Command::Audit(AuditCommand::Verify) => verify_audit(&app).await,
                 Command::Serve { .. }
                 | Command::Healthcheck { .. }
-                | Command::Worker
+                | Command::Worker { .. }
                 | Command::Eval(_)
                 | Command::Verify { .. }
                 | Command::Edge(_) => {

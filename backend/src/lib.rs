@@ -35,7 +35,7 @@ pub mod vault;
 pub mod verify;
 pub mod webhooks;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -80,6 +80,37 @@ pub async fn serve(
         tracing::warn!(error = %error, "could not seal the audit log at shutdown");
     }
     served
+}
+
+/// Runs the jobs of a worker process until `shutdown`, serving only its operations endpoints
+/// (`/healthz`, `/readyz`, `/metrics`) on `listener`: orchestrators probe it and Prometheus
+/// scrapes its job and model metrics like the API's.
+pub async fn work(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let maintenance = tokio::spawn(maintain_forever(state.clone()));
+    let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = api::operations_router(state.clone());
+    let served = tokio::spawn(
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = serving_stopped.await;
+        })
+        .into_future(),
+    );
+    // Jobs stop first (a job in flight finishes or its lease lapses); probes answer until then.
+    jobs::run(state.clone(), shutdown).await;
+    maintenance.abort();
+    let _ = stop_serving.send(());
+    if let Err(error) = state.store.seal_audit(i64::MAX).await {
+        tracing::warn!(error = %error, "could not seal the audit log at shutdown");
+    }
+    served.await.map_err(std::io::Error::other)?
 }
 
 /// Background job: chains new audit rows every second and forgets expired idempotency keys.

@@ -2,6 +2,8 @@
 //! free port, runs its CLI with the same configuration, and provides fresh PostgreSQL databases and
 //! a TCP proxy that can cut the database off.
 
+pub mod flow;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -142,9 +144,12 @@ impl Setup {
         )
     }
 
-    /// Starts `idyntra worker` and waits until it runs.
+    /// Starts `idyntra worker` (its operations endpoints on a free port) and waits until it runs.
     pub fn worker(&self) -> Server {
-        self.start(&["worker"], "idyntra worker running")
+        self.start(
+            &["worker", "--listen", "127.0.0.1:0"],
+            "idyntra worker listening on ",
+        )
     }
 
     fn start(&self, args: &[&str], ready: &str) -> Server {

@@ -607,3 +607,46 @@ fn the_healthcheck_command_tells_a_running_server_from_a_missing_one() {
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("unhealthy"));
 }
+
+/// A worker serves only its operations endpoints: the probes and the scrape of a worker pod work,
+/// the API does not.
+#[tokio::test]
+async fn a_worker_answers_probes_and_scrapes_and_nothing_else() {
+    let setup = Setup::embedded();
+    let worker = setup.worker();
+    let client = http();
+    let health = client.get(worker.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(health.headers().contains_key("x-request-id"));
+    let ready: Value = client
+        .get(worker.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready", "{ready}");
+    let metrics = client
+        .get(worker.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("idyntra_jobs_due"), "{metrics}");
+    let api = client
+        .post(worker.url("/v1/sessions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.headers()["content-type"],
+        "application/problem+json",
+        "a worker serves no API"
+    );
+    let probe = setup.cli(&["healthcheck", "--url", &worker.url("/readyz")]);
+    assert!(probe.status.success(), "{probe:?}");
+}

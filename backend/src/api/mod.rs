@@ -175,5 +175,24 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A worker's router: the operations endpoints only, with the same request ids, metrics and
+/// timeout as the API's.
+pub fn operations_router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .fallback(no_route)
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.config.http.request_timeout,
+        ))
+        .layer(from_fn(perimeter::problem_errors))
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            telemetry::observe,
+        ))
+        .layer(from_fn(request_id::middleware))
+        .with_state(state)
+}
+
 #[cfg(test)]
 mod tests;
