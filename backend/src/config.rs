@@ -606,6 +606,12 @@ impl Config {
                 ),
             ));
         }
+        if profile == Profile::Prod && self.inference.fault_marker.is_some() {
+            return Err(ConfigError::invalid(
+                "inference.fault_marker",
+                "fault drills are refused in the prod profile",
+            ));
+        }
         if profile == Profile::Prod && self.uses_sqlite() && !self.allow_sqlite_in_prod {
             return Err(ConfigError::invalid(
                 "database_url",

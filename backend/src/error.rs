@@ -155,9 +155,7 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match &error {
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => {
+            StoreError::Database(database) if database_unavailable(database) => {
                 tracing::warn!(error = %error, "database unavailable");
                 Self::Unavailable {
                     detail: "the database is unavailable; retry later".to_owned(),
@@ -166,5 +164,18 @@ impl From<crate::store::StoreError> for ApiError {
             }
             _ => Self::Internal(anyhow::Error::new(error)),
         }
+    }
+}
+
+/// Whether a database error means the server cannot be reached right now (no connection, or the
+/// server shutting down, starting up or restarting: SQLSTATE classes `08` and `57P`), rather
+/// than a fault of the query.
+fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(database) => database
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
     }
 }

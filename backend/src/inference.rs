@@ -3,6 +3,7 @@
 //! `Retry-After` instead of queueing forever), each run under a timeout, and a circuit breaker
 //! that stops sending work to an engine that keeps failing. Models load once, at start-up.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,10 +115,18 @@ struct Breaker {
 struct BreakerState {
     failures: u32,
     open_until: Option<Instant>,
+    /// Times the breaker opened: a run admitted before the last opening cannot close it.
+    openings: u64,
+}
+
+/// What [`Breaker::admit`] let through: the openings counted when the run started.
+#[derive(Debug, Clone, Copy)]
+struct Admission {
+    openings: u64,
 }
 
 impl Breaker {
-    fn admit(&self) -> Result<(), InferenceError> {
+    fn admit(&self) -> Result<Admission, InferenceError> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match state.open_until {
             Some(until) if Instant::now() < until => Err(InferenceError::BreakerOpen {
@@ -126,20 +135,31 @@ impl Breaker {
             Some(_) => {
                 // Half open: this run is the trial; others wait for its outcome.
                 state.open_until = Some(Instant::now() + self.cooldown);
-                Ok(())
+                Ok(Admission {
+                    openings: state.openings,
+                })
             }
-            None => Ok(()),
+            None => Ok(Admission {
+                openings: state.openings,
+            }),
         }
     }
 
-    fn record(&self, ok: bool) {
+    fn record(&self, admission: Admission, ok: bool) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if ok {
-            *state = BreakerState::default();
+            // A success of a run that started before the breaker last opened says nothing of
+            // the engine since: only the trial (or a run of the closed breaker) closes it.
+            if state.open_until.is_some() && admission.openings != state.openings {
+                return;
+            }
+            state.failures = 0;
+            state.open_until = None;
         } else {
             state.failures += 1;
             if state.failures >= self.threshold {
                 state.open_until = Some(Instant::now() + self.cooldown);
+                state.openings += 1;
             }
         }
     }
@@ -160,6 +180,8 @@ pub struct FaceEngine {
     breaker: Breaker,
     /// Runs admitted at most: the workers and the queue.
     capacity: usize,
+    /// `inference.fault_marker`: runs fail while it exists (fault drills).
+    fault_marker: Option<PathBuf>,
 }
 
 impl FaceEngine {
@@ -183,6 +205,7 @@ impl FaceEngine {
             running: Arc::new(Semaphore::new(workers)),
             timeout: config.timeout,
             capacity: config.queue + workers,
+            fault_marker: config.fault_marker.clone(),
             breaker: Breaker {
                 threshold: config.breaker_failures,
                 cooldown: config.breaker_cooldown,
@@ -219,7 +242,13 @@ impl FaceEngine {
             .clone()
             .try_acquire_owned()
             .map_err(|_| InferenceError::Overloaded)?;
-        self.breaker.admit()?;
+        let admission = self.breaker.admit()?;
+        if self.fault_marker.as_deref().is_some_and(Path::exists) {
+            self.breaker.record(admission, false);
+            return Err(InferenceError::Failed(
+                "injected fault (inference.fault_marker exists)".to_owned(),
+            ));
+        }
         let started = Instant::now();
         let outcome = tokio::time::timeout(self.timeout, async {
             let running = self
@@ -241,7 +270,7 @@ impl FaceEngine {
         })
         .await
         .unwrap_or(Err(InferenceError::TimedOut(self.timeout)));
-        self.breaker.record(outcome.is_ok());
+        self.breaker.record(admission, outcome.is_ok());
         tracing::debug!(
             ms = started.elapsed().as_millis() as u64,
             ok = outcome.is_ok(),
@@ -319,6 +348,68 @@ mod tests {
         // Half open: a success closes it.
         assert_eq!(engine.run(|_| Ok(())).await, Ok(()));
         assert!(engine.is_available());
+    }
+
+    #[tokio::test]
+    async fn runs_fail_while_the_fault_marker_exists_and_the_breaker_closes_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = dir.path().join("fail-models");
+        let engine = engine(&InferenceConfig {
+            fault_marker: Some(fault.clone()),
+            ..config(4, 1, Duration::from_secs(5))
+        });
+        assert_eq!(engine.run(|_| Ok(1)).await, Ok(1));
+        std::fs::write(&fault, b"").unwrap();
+        assert!(matches!(
+            engine.run(|_| Ok(1)).await,
+            Err(InferenceError::Failed(_))
+        ));
+        assert!(matches!(
+            engine.run(|_| Ok(1)).await,
+            Err(InferenceError::Failed(_))
+        ));
+        assert!(!engine.is_available());
+        std::fs::remove_file(&fault).unwrap();
+        assert!(matches!(
+            engine.run(|_| Ok(1)).await,
+            Err(InferenceError::BreakerOpen { .. })
+        ));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(engine.run(|_| Ok(1)).await, Ok(1));
+        assert!(engine.is_available());
+    }
+
+    #[tokio::test]
+    async fn a_run_started_before_the_breaker_opened_does_not_close_it() {
+        let engine = engine(&config(4, 2, Duration::from_secs(5)));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let early = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .run(move |_| {
+                        let _ = wait.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..2 {
+            let failed = engine
+                .run(|_| {
+                    Err::<(), _>(ModelError {
+                        model: "test",
+                        message: "broken".to_owned(),
+                    })
+                })
+                .await;
+            assert!(matches!(failed, Err(InferenceError::Failed(_))));
+        }
+        assert!(!engine.is_available());
+        release.send(()).unwrap();
+        assert_eq!(early.await.unwrap(), Ok(()));
+        assert!(!engine.is_available(), "a stale success closed the breaker");
     }
 
     #[tokio::test]

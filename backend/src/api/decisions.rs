@@ -58,8 +58,14 @@ impl From<FinalizeError> for ApiError {
                 detail: "the face models took too long; retry later".to_owned(),
                 retry_after: std::time::Duration::from_secs(2),
             },
+            // The engine failing is this server's fault but a passing one: the session is back
+            // to `submitted`, and repeated failures open the breaker; the client may retry.
             FinalizeError::Inference(InferenceError::Failed(message)) => {
-                ApiError::Internal(anyhow::anyhow!("inference: {message}"))
+                tracing::error!(error = %message, "a model run failed");
+                ApiError::Unavailable {
+                    detail: "the face models failed; retry later".to_owned(),
+                    retry_after: std::time::Duration::from_secs(1),
+                }
             }
             FinalizeError::Internal(error) => ApiError::Internal(error),
         }

@@ -1,6 +1,7 @@
 //! Settings of the verification pipeline: trusted edges, encrypted media, inference, the decision
 //! policy, webhooks and the job runner.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine;
@@ -121,6 +122,9 @@ pub struct InferenceConfig {
     /// How long an open breaker refuses before it lets one run try again.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub breaker_cooldown: Duration,
+    /// Fault drills: while this file exists every model run fails, as an engine failing
+    /// repeatedly would (the breaker opens; removing the file lets it close). Refused in `prod`.
+    pub fault_marker: Option<PathBuf>,
 }
 
 impl Default for InferenceConfig {
@@ -139,6 +143,7 @@ impl Default for InferenceConfig {
             timeout: Duration::from_secs(10),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
+            fault_marker: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Finalize latency and throughput on the real binary: `finalize-bench [ROUNDS]`.
 //!
-//! Starts `idyntra serve` on a fresh embedded setup (rate limits off), prepares passive sessions
+//! Starts `idyntra serve` on a fresh embedded setup (or, with `FINALIZE_BENCH_STORE=postgres`, on a
+//! fresh PostgreSQL database with Redis; rate limits off), prepares passive sessions
 //! (a session, the embedded edge's attestation of a selfie and a document photo, the media
 //! upload), then finalizes them at concurrency 1, 8 and 32 and prints one row per level: requests,
 //! throughput, p50/p95/p99. It also times the media upload alone (attestation check, hashing,
@@ -8,89 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use idyntra_tests::{Server, Setup, http, registry_photo_bytes};
-use serde_json::{Value, json};
-
-const BOUNDARY: &str = "idyntra-bench-boundary";
-
-fn multipart(parts: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, bytes) in parts {
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-async fn post_form(url: String, token: &str, body: Vec<u8>) -> reqwest::Response {
-    http()
-        .post(url)
-        .bearer_auth(token)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
-        .send()
-        .await
-        .expect("the server answers")
-}
-
-/// A session attested and ready to upload: its id, token and upload body.
-async fn attested(
-    server: &Server,
-    key: &str,
-    selfie: &[u8],
-    document: &[u8],
-) -> (String, String, Vec<u8>) {
-    let session: Value = http()
-        .post(server.url("/v1/sessions"))
-        .bearer_auth(key)
-        .json(&json!({"options": {"liveness": "passive"}}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = session["id"].as_str().expect("id").to_owned();
-    let token = session["client_token"].as_str().expect("token").to_owned();
-    let answer = post_form(
-        server.url("/v1/attest"),
-        &token,
-        multipart(&[("selfie", selfie), ("document", document)]),
-    )
-    .await;
-    assert_eq!(
-        answer.status(),
-        200,
-        "attest: {}",
-        answer.text().await.unwrap_or_default()
-    );
-    let answer: Value = answer.json().await.expect("json");
-    let attestation = answer["attestation"]
-        .as_str()
-        .expect("attestation")
-        .to_owned();
-    let body = multipart(&[
-        ("attestation", attestation.as_bytes()),
-        ("selfie", selfie),
-        ("document", document),
-    ]);
-    (id, token, body)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+use idyntra_tests::flow::{attested, percentile, post_form};
+use idyntra_tests::{Setup, http, registry_photo_bytes};
 
 /// Runs `jobs` with at most `concurrency` at once; returns each one's latency (ms) and the wall time.
 async fn drive<F, Fut>(jobs: Vec<F>, concurrency: usize) -> (Vec<f64>, Duration)
@@ -135,7 +55,12 @@ async fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(4);
-    let mut setup = Setup::embedded();
+    let postgres = std::env::var("FINALIZE_BENCH_STORE").as_deref() == Ok("postgres");
+    let mut setup = if postgres {
+        Setup::postgres_and_redis().await
+    } else {
+        Setup::embedded()
+    };
     setup
         .set("IDYNTRA_RATE_LIMIT__ENABLED", "false")
         .set("IDYNTRA_LOG__LEVEL", "warn")
@@ -153,7 +78,11 @@ async fn main() {
     eprintln!("preparing {total} attested sessions…");
     let mut prepared = Vec::with_capacity(total);
     for _ in 0..total {
-        prepared.push(attested(&server, &key, &selfie, &document).await);
+        prepared.push(
+            attested(&server.base_url, &key, &selfie, &document)
+                .await
+                .expect("a session attested"),
+        );
     }
     println!("| what | requests | per second | p50 ms | p95 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
@@ -164,7 +93,7 @@ async fn main() {
         .map(|(id, token, body)| {
             let url = format!("{base}/v1/sessions/{id}/media");
             move || async move {
-                let response = post_form(url, &token, body).await;
+                let response = post_form(url, &token, body).await.expect("upload");
                 assert_eq!(response.status(), 200, "upload");
             }
         })
@@ -181,7 +110,8 @@ async fn main() {
             token,
             body.clone(),
         )
-        .await;
+        .await
+        .expect("upload");
         assert_eq!(response.status(), 200, "upload");
     }
     let mut ids = prepared.into_iter().map(|(id, _, _)| id);
