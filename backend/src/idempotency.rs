@@ -20,11 +20,16 @@ use crate::request_id;
 use crate::store::{IdempotencyStart, IdempotencyWindow, StoredResponse};
 
 pub const HEADER: &str = "idempotency-key";
-const MAX_KEY_LEN: usize = 255;
+pub const MAX_KEY_LEN: usize = 255;
 pub const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// An attempt that has not answered after this long (or twice the request timeout, if longer) is
 /// taken to have crashed.
 const MIN_LOCK_TIMEOUT_MS: i64 = 60 * 1000;
+
+/// 1 to 255 visible ASCII characters (the pattern the OpenAPI document gives).
+fn is_well_formed(key: &str) -> bool {
+    (1..=MAX_KEY_LEN).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+}
 
 /// Whether an answer is the outcome of the operation, and so replayed to a retry.
 fn is_replayable(status: StatusCode) -> bool {
@@ -49,7 +54,7 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
     let key = key
         .to_str()
         .ok()
-        .filter(|key| !key.is_empty() && key.len() <= MAX_KEY_LEN)
+        .filter(|key| is_well_formed(key))
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_idempotency_key",

@@ -47,10 +47,14 @@ pub fn finalize_job(
 
 /// Runs jobs until `shutdown` resolves; jobs under way then finish (or their leases lapse).
 pub async fn run(app: AppState, shutdown: impl std::future::Future<Output = ()> + Send) {
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default();
+    let http = match crate::webhooks::delivery_client(&app.config.webhooks) {
+        Ok(http) => http,
+        Err(error) => {
+            // Only a TLS set-up failure gets here; a client without the guards is no fallback.
+            tracing::error!(error = %error, "cannot build the webhook HTTP client; jobs do not run");
+            return;
+        }
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut runners = tokio::task::JoinSet::new();
     for _ in 0..app.config.jobs.concurrency {

@@ -1,10 +1,12 @@
 //! Request ids: taken from `x-request-id` when well-formed, generated otherwise, echoed on every
 //! answer and put in every problem body and log line of the request.
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
+use idyntra_types::Problem;
 
 pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -47,6 +49,45 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let mut response = CURRENT.scope(id, next.run(request)).await;
     response.headers_mut().insert(HEADER.clone(), header);
     response
+}
+
+/// Problem bodies are a few hundred bytes; anything larger is passed on as it is.
+const MAX_PROBLEM_BYTES: usize = 64 * 1024;
+
+/// Middleware for routes whose handlers write their own problem bodies (the embedded edge's
+/// `/v1/attest`): puts the request id in them, as in every other problem of the API.
+pub async fn stamp_problems(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .starts_with(Problem::CONTENT_TYPE.as_bytes())
+        });
+    let Some(id) = current().filter(|_| is_problem) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_PROBLEM_BYTES).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Response::from_parts(parts, Body::empty()),
+    };
+    let stamped = serde_json::from_slice::<Problem>(&bytes)
+        .ok()
+        .filter(|problem| problem.request_id.is_none())
+        .and_then(|mut problem| {
+            problem.request_id = Some(id);
+            serde_json::to_vec(&problem).ok()
+        });
+    match stamped {
+        Some(stamped) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(stamped))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,15 @@
 //! answered `2xx` is retried with exponential backoff and full jitter until `webhooks.retry_for`
 //! after the event.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use rand::Rng;
+use regex::Regex;
 use sha2::Sha256;
 
 use crate::client_token::SigningIdentity;
@@ -50,12 +52,31 @@ pub fn ed25519_signature(identity: &SigningIdentity, t: i64, body: &[u8]) -> Str
     )
 }
 
+/// The receiver URLs accepted: `http(s)://`, then an IPv4 address or a host name whose labels are
+/// letters, digits and inner hyphens and whose last label starts with a letter (a numeric one would
+/// be read as an address), an optional port and path. No credentials, no IPv6 literals, no
+/// characters a URL parser would silently rewrite. The API's schema states the same pattern.
+pub const RECEIVER_URL_PATTERN: &str = concat!(
+    r"^https?://",
+    r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
+    r"|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)",
+    r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?",
+    r"(/[!-~]*)?$",
+);
+
 /// Why an endpoint URL is refused.
 pub fn check_url(
     url: &str,
     config: &WebhookConfig,
     https_only: bool,
 ) -> Result<reqwest::Url, String> {
+    static RECEIVER_URL: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(RECEIVER_URL_PATTERN).unwrap_or_else(|_| unreachable!()));
+    if !RECEIVER_URL.is_match(url) {
+        return Err(
+            "must be http(s)://host[:port][/path] with a host name or an IPv4 address".to_owned(),
+        );
+    }
     let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     match parsed.scheme() {
         "https" => {}
@@ -168,20 +189,8 @@ async fn send(
     delivery: &DeliveryRecord,
     now_ms: i64,
 ) -> Result<u16, String> {
+    // Addresses are checked here; names by the client's resolver (see `delivery_client`).
     let parsed = check_url(url, config, false)?;
-    if !config.allow_private_targets {
-        // Names are resolved here too, so a public name cannot lead to an internal address.
-        let host = parsed.host_str().unwrap_or_default().to_owned();
-        let port = parsed.port_or_known_default().unwrap_or(443);
-        let addresses = tokio::net::lookup_host((host.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-        for address in addresses {
-            if is_private(address.ip()) {
-                return Err(format!("{host} resolves to a private address"));
-            }
-        }
-    }
     let t = crate::clock::to_secs(now_ms);
     let body = delivery.payload.as_bytes();
     let response = client
@@ -197,6 +206,42 @@ async fn send(
         .await
         .map_err(|e| error_chain(&e))?;
     Ok(response.status().as_u16())
+}
+
+/// The HTTP client of webhook deliveries: redirects are not followed (a receiver could redirect to
+/// an internal address), and unless `webhooks.allow_private_targets` is set, host names are resolved
+/// by [`PublicAddressesOnly`].
+pub fn delivery_client(config: &WebhookConfig) -> reqwest::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    if !config.allow_private_targets {
+        builder = builder.dns_resolver(Arc::new(PublicAddressesOnly));
+    }
+    builder.build()
+}
+
+/// Resolves a receiver's host name and refuses it when any of its addresses is private. The
+/// connection then uses exactly the addresses checked here: a name cannot be pointed somewhere
+/// else between the check and the connection (DNS rebinding).
+#[derive(Debug)]
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str();
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, 0))
+                .await
+                .map_err(|e| format!("cannot resolve {host}: {e}"))?
+                .collect();
+            if let Some(private) = addresses.iter().find(|a| is_private(a.ip())) {
+                return Err(
+                    format!("{host} resolves to a private address ({})", private.ip()).into(),
+                );
+            }
+            let addresses: reqwest::dns::Addrs = Box::new(addresses.into_iter());
+            Ok(addresses)
+        })
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -252,6 +297,29 @@ mod tests {
         assert!(header.starts_with("t=42,kid=backend-1,sig="));
     }
 
+    #[tokio::test]
+    async fn deliveries_never_connect_to_a_name_that_resolves_privately() {
+        let guarded = delivery_client(&WebhookConfig {
+            allow_private_targets: false,
+            ..WebhookConfig::default()
+        })
+        .unwrap();
+        // Nothing listens on the port: an attempt to connect would fail differently.
+        let error = guarded.get("http://localhost:9/").send().await.unwrap_err();
+        let chain = error_chain(&error);
+        assert!(
+            chain.contains("localhost resolves to a private address"),
+            "{chain}"
+        );
+        let open = delivery_client(&WebhookConfig {
+            allow_private_targets: true,
+            ..WebhookConfig::default()
+        })
+        .unwrap();
+        let error = open.get("http://localhost:9/").send().await.unwrap_err();
+        assert!(!error_chain(&error).contains("private address"));
+    }
+
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
         let config = WebhookConfig {
@@ -289,5 +357,37 @@ mod tests {
             ..strict
         };
         assert!(check_url("http://127.0.0.1:9/hook", &open, false).is_ok());
+    }
+
+    #[test]
+    fn receivers_are_plain_host_names_or_ipv4_addresses() {
+        let open = WebhookConfig {
+            allow_private_targets: true,
+            ..WebhookConfig::default()
+        };
+        for url in [
+            "https://hooks.example.com:8443/a/b?c=d#e",
+            "https://a-b.c1/",
+            "http://1.2.3.4",
+            "http://localhost:65535",
+        ] {
+            assert!(check_url(url, &open, false).is_ok(), "{url}");
+        }
+        // Each of these a URL parser would take, rewritten or reread.
+        for url in [
+            "http://250.250.250.250*",
+            "https://1.2.3.4.5/",
+            "https://010.0.0.1/",
+            "https://a..b/",
+            "https://-a.com/",
+            "https://example.123/",
+            "https://x:65536/",
+            "https://[::1]/",
+            "https://exämple.com/",
+            "https://example.com\\evil",
+            " https://example.com/",
+        ] {
+            assert!(check_url(url, &open, false).is_err(), "{url}");
+        }
     }
 }

@@ -105,15 +105,80 @@ fn default_true() -> bool {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
-    /// The caller's own identifier for this verification (at most 255 characters).
+    /// The caller's own identifier for this verification: 1 to 255 characters, no control
+    /// characters.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 255,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub reference: Option<String>,
-    /// Up to 20 string key/value pairs stored with the session and returned as given.
+    /// Up to 20 string key/value pairs stored with the session and returned as given: keys of 1
+    /// to 40 characters without control characters, values of at most 500 characters without NUL.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = metadata_schema))]
     pub metadata: Option<Map<String, Value>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub options: Option<SessionOptions>,
+}
+
+/// Options as a JSON object (or `null`) only: serde would also read a struct from an array of
+/// its fields in order, which no client means.
+fn object_or_null<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SessionOptions>, D::Error> {
+    struct ObjectOrNull;
+    impl<'de> serde::de::Visitor<'de> for ObjectOrNull {
+        type Value = Option<SessionOptions>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+            formatter.write_str("an object or null")
+        }
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: serde::Deserializer<'de>>(
+            self,
+            inner: D,
+        ) -> Result<Self::Value, D::Error> {
+            inner.deserialize_map(self)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            SessionOptions::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(ObjectOrNull)
+}
+
+/// The limits the API enforces on `metadata`, for its schema.
+#[cfg(feature = "openapi")]
+fn metadata_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let text = |max: usize, pattern: &str| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(max))
+            .pattern(Some(pattern))
+    };
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .max_properties(Some(20))
+        .property_names(Some(
+            text(40, r"^[^\u0000-\u001f\u007f-\u009f]*$").min_length(Some(1)),
+        ))
+        .additional_properties(Some(text(500, r"^[^\u0000]*$")))
+        .build()
 }
 
 /// A verification session.
@@ -173,6 +238,21 @@ impl<T> Page<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_are_an_object_or_null_never_an_array() {
+        let read = |json: &str| serde_json::from_str::<CreateSessionRequest>(json);
+        assert_eq!(read(r#"{"options": null}"#).unwrap().options, None);
+        assert_eq!(read("{}").unwrap().options, None);
+        let options = read(r#"{"options": {"require_document": false}}"#)
+            .unwrap()
+            .options
+            .unwrap();
+        assert!(!options.require_document);
+        assert!(read(r#"{"options": []}"#).is_err());
+        assert!(read(r#"{"options": [false]}"#).is_err());
+        assert!(read(r#"{"options": {"unknown": 1}}"#).is_err());
+    }
 
     #[test]
     fn status_names_round_trip() {

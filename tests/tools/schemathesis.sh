@@ -10,6 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 schemathesis=${SCHEMATHESIS:-$here/venv/bin/schemathesis}
 [ -x "$schemathesis" ] || bash "$here/fetch-schemathesis.sh" >/dev/null
 base=${1%/}
+export SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 exec "$schemathesis" run "$base/openapi.json" \
   --header "Authorization: Bearer $2" \
   --checks all \

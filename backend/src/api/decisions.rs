@@ -101,7 +101,6 @@ fn accepted(session: Session) -> Response {
     tag = "sessions",
     params(
         ("id" = String, Path, description = "Session id (`ses_…`)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (24 h)"),
         ("Prefer" = Option<String>, Header, description = "`respond-async` to answer 202 at once"),
     ),
     responses(
@@ -178,10 +177,7 @@ pub(crate) async fn decide_within_deadline(
     post,
     path = "/v1/sessions/{id}/redact",
     tag = "sessions",
-    params(
-        ("id" = String, Path, description = "Session id (`ses_…`)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (24 h)"),
-    ),
+    params(("id" = String, Path, description = "Session id (`ses_…`)")),
     responses(
         (status = 200, description = "The redacted session", body = Session),
         (status = 404, description = "No such session for this account", body = Problem, content_type = "application/problem+json"),

@@ -8,7 +8,8 @@ use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// A JSON body. An empty body is the type's default (every field optional), as in Stripe's API.
+/// A JSON object body. An empty body, or `null`, is the type's default (every field optional), as
+/// in Stripe's API.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -44,16 +45,21 @@ where
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        serde_json::from_slice(&body).map(Self).map_err(|error| {
-            if error.is_data() {
-                ApiError::field("body", error.to_string())
-            } else {
-                ApiError::bad_request(
-                    "invalid_json",
-                    format!("the body is not valid JSON: {error}"),
-                )
-            }
-        })
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not valid JSON: {error}"),
+            )
+        })?;
+        // Only an object (or `null`, the empty body): serde would also read a struct from an
+        // array of its fields in order.
+        match value {
+            serde_json::Value::Null => Ok(Self(T::default())),
+            serde_json::Value::Object(_) => serde_json::from_value(value)
+                .map(Self)
+                .map_err(|error| ApiError::field("body", error.to_string())),
+            _ => Err(ApiError::field("body", "must be a JSON object")),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP API: routes and the layers every request passes.
 
+mod contract;
 mod decisions;
 mod demo;
 mod extract;
@@ -19,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use self::contract::CommonAnswers;
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::{auth, idempotency, perimeter, request_id, telemetry};
@@ -61,7 +63,7 @@ use crate::{auth, idempotency, perimeter, request_id, telemetry};
         webhooks::WebhookEndpoint,
         webhooks::WebhookDelivery,
     )),
-    modifiers(&SecretKeyAuth),
+    modifiers(&SecretKeyAuth, &CommonAnswers),
     tags(
         (name = "sessions", description = "Verification sessions (secret API key)"),
         (name = "capture", description = "The browser's upload of an attested capture (client token)"),
@@ -138,7 +140,9 @@ pub fn router(state: AppState) -> Router {
     // The embedded edge: `POST /v1/attest` behind the same perimeter (CORS, limits, timeouts).
     if let Some(edge) = &state.edge {
         let service = crate::edge_host::service(config, edge.clone());
-        router = router.route_service("/v1/attest", idyntra_edge::native::attest_route(service));
+        let attest =
+            idyntra_edge::native::attest_route(service).layer(from_fn(request_id::stamp_problems));
+        router = router.route_service("/v1/attest", attest);
     }
     // The demo onboarding page: a development aid, never part of a production server.
     if config.profile == crate::config::Profile::Dev && config.demo.enabled {

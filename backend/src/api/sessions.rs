@@ -117,7 +117,6 @@ pub fn view(record: &SessionRecord, now: i64) -> Session {
     path = "/v1/sessions",
     tag = "sessions",
     request_body(content = Option<CreateSessionRequest>, description = "May be empty"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (24 h)")),
     responses(
         (status = 201, description = "Session created", body = Session),
         (status = 400, description = "Malformed request", body = idyntra_types::Problem, content_type = "application/problem+json"),
@@ -235,13 +234,17 @@ pub async fn retrieve(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// 1 to 100 (default 10).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// A session id: list the sessions created before it.
+    #[param(value_type = String, required = false, pattern = "^ses_[0-9a-f]{32}$")]
     starting_after: Option<String>,
     /// Only sessions with this status.
+    #[param(value_type = SessionStatus, required = false)]
     status: Option<String>,
 }
 
@@ -306,10 +309,7 @@ pub async fn list(
     post,
     path = "/v1/sessions/{id}/cancel",
     tag = "sessions",
-    params(
-        ("id" = String, Path, description = "Session id (`ses_…`)"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe (24 h)"),
-    ),
+    params(("id" = String, Path, description = "Session id (`ses_…`)")),
     responses(
         (status = 200, description = "The canceled session", body = Session),
         (status = 404, description = "No such session for this account", body = idyntra_types::Problem, content_type = "application/problem+json"),

@@ -474,7 +474,18 @@ async fn bad_input_gets_problem_json() {
             "not_found",
         ),
         (
+            // serde would read a struct from an array of its fields.
+            raw("application/json", "[null, null]".to_owned()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        ),
+        (
             raw("application/json", "{}".to_owned()).map(|_| Body::empty()),
+            StatusCode::CREATED,
+            "",
+        ),
+        (
+            raw("application/json", "null".to_owned()),
             StatusCode::CREATED,
             "",
         ),
@@ -482,7 +493,10 @@ async fn bad_input_gets_problem_json() {
     for (request, expected, code) in cases {
         let (status, body, response) = split(app.send(request).await).await;
         if expected == StatusCode::CREATED {
-            assert_eq!(status, expected, "an empty body is a default request");
+            assert_eq!(
+                status, expected,
+                "an empty or null body is a default request"
+            );
             continue;
         }
         assert_problem(status, &body, &response, expected, code);
@@ -937,6 +951,11 @@ async fn the_embedded_edge_attests_a_capture_of_the_session() {
     let (status, problem, response) = split(app.send(attest(None, None)).await).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(problem["code"], "client_token_missing");
+    // The edge's own problems carry the request id like every other problem of the API.
+    assert_eq!(
+        problem["request_id"],
+        response.headers()["x-request-id"].to_str().unwrap()
+    );
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
         "application/problem+json"

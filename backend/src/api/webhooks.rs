@@ -36,10 +36,32 @@ pub fn secret_context(endpoint_id: &str) -> String {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookEndpoint {
-    /// The receiver: `https://` (plain `http://` only outside `prod`).
+    /// The receiver: `https://` (plain `http://` only outside `prod`), a host name or an IPv4
+    /// address, no credentials; private and loopback addresses are refused unless
+    /// `webhooks.allow_private_targets` allows them.
+    // `webhooks::RECEIVER_URL_PATTERN`, which the server checks (the attribute takes a literal).
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^https?://((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/[!-~]*)?$"
+    )]
     pub url: String,
     /// Event types to deliver; all of them when absent.
+    #[schema(schema_with = event_types_schema)]
     pub events: Option<Vec<String>>,
+}
+
+fn event_types_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(EVENT_TYPES)),
+        )
+        .min_items(Some(1))
+        .build()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
