@@ -149,6 +149,18 @@ pub fn problem_response(mut problem: Problem) -> Response {
     idyntra_edge::native::problem_response(&problem)
 }
 
+/// Whether `response` is already a problem document.
+pub fn is_problem(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| {
+            value
+                .as_bytes()
+                .starts_with(Problem::CONTENT_TYPE.as_bytes())
+        })
+}
+
 /// Storage failures are internal unless they are the client's doing, which callers map first;
 /// a database that cannot be reached is a temporary `503` the client may retry.
 impl From<crate::store::StoreError> for ApiError {

@@ -16,7 +16,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::app::AppState;
 use crate::config::HttpConfig;
-use crate::error::{ApiError, problem_response};
+use crate::error::{ApiError, is_problem, problem_response};
 use crate::rate_limit::{self, LimitScope};
 
 /// Probes and scrapes address the pod or host directly, so the host and IP checks skip them.
@@ -120,15 +120,7 @@ pub async fn limit_by_ip(State(app): State<AppState>, request: Request, next: Ne
 pub async fn problem_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| {
-            value
-                .as_bytes()
-                .starts_with(Problem::CONTENT_TYPE.as_bytes())
-        });
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+    if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
         return response;
     }
     let (code, title, detail) = match status {

@@ -58,15 +58,7 @@ const MAX_PROBLEM_BYTES: usize = 64 * 1024;
 /// `/v1/attest`): puts the request id in them, as in every other problem of the API.
 pub async fn stamp_problems(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| {
-            value
-                .as_bytes()
-                .starts_with(Problem::CONTENT_TYPE.as_bytes())
-        });
-    let Some(id) = current().filter(|_| is_problem) else {
+    let Some(id) = current().filter(|_| crate::error::is_problem(&response)) else {
         return response;
     };
     let (mut parts, body) = response.into_parts();

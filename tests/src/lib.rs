@@ -36,6 +36,25 @@ pub fn binary() -> &'static Path {
     })
 }
 
+/// Runs one of the repository's fetch scripts (`bash <script> <destination>`, `script` relative
+/// to the repository root): each installs a pinned tool at `destination` and skips the work when
+/// it is already there. Returns `destination`. Tests of one binary run in parallel: they fetch one
+/// at a time, so only the first installs and none sees a half-made virtual environment.
+pub fn fetch_tool(script: &str, destination: PathBuf) -> PathBuf {
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCHING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let repository = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let status = Command::new("bash")
+        .arg(repository.join(script))
+        .arg(&destination)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "{script} failed");
+    destination
+}
+
 /// A working directory with its own `./data`, and the environment every command gets.
 #[derive(Debug)]
 pub struct Setup {

@@ -13,16 +13,13 @@ fn tools() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tools"))
 }
 
-/// The virtual environment with schemathesis, installed once per target dir.
+/// schemathesis in a virtual environment, installed once per target dir.
 fn schemathesis() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("schemathesis");
-    let status = Command::new("bash")
-        .arg(tools().join("fetch-schemathesis.sh"))
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(status.success(), "installing schemathesis failed");
-    venv.join("bin/schemathesis")
+    idyntra_tests::fetch_tool(
+        "tests/tools/fetch-schemathesis.sh",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("schemathesis"),
+    )
+    .join("bin/schemathesis")
 }
 
 #[test]

@@ -21,13 +21,10 @@ fn dockerfile() -> String {
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
-    let hadolint = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hadolint");
-    let fetched = Command::new("bash")
-        .arg(repository().join("deploy/tools/fetch-hadolint.sh"))
-        .arg(&hadolint)
-        .status()
-        .unwrap();
-    assert!(fetched.success(), "fetching hadolint failed");
+    let hadolint = idyntra_tests::fetch_tool(
+        "deploy/tools/fetch-hadolint.sh",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hadolint"),
+    );
     let output = Command::new(&hadolint)
         .args(["--failure-threshold", "info", "--no-color"])
         .arg(repository().join("deploy/docker/Dockerfile"))

@@ -21,14 +21,10 @@ fn k8s_dir() -> PathBuf {
 
 /// The virtual environment with kubernetes-validate (and PyYAML), installed once per target dir.
 fn validator() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-validate");
-    let status = Command::new("bash")
-        .arg(repository().join("deploy/tools/fetch-kubernetes-validate.sh"))
-        .arg(&venv)
-        .status()
-        .unwrap();
-    assert!(status.success(), "installing kubernetes-validate failed");
-    venv
+    idyntra_tests::fetch_tool(
+        "deploy/tools/fetch-kubernetes-validate.sh",
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("kubernetes-validate"),
+    )
 }
 
 /// The resource files the kustomization names.
