@@ -594,3 +594,60 @@ async fn a_killed_worker_loses_no_job_and_no_delivery() {
         "verified"
     );
 }
+
+/// A synchronous finalize that runs past `decision.sync_deadline` answers `202`, a promise that a
+/// job backs: the server killed right after answering still leaves the session decided.
+#[tokio::test]
+async fn a_202_is_kept_when_the_server_dies_after_answering() {
+    let mut setup = Setup::postgres_and_redis().await;
+    pipeline_setup(&mut setup);
+    setup
+        .set("IDYNTRA_JOBS__IN_SERVER", "false")
+        .set("IDYNTRA_DECISION__SYNC_DEADLINE", "1ms")
+        .set("IDYNTRA_INFERENCE__TIMEOUT", "2s");
+    let server = setup.serve();
+    let key = setup.create_key("acme", &[]);
+    let key = key["secret"].as_str().unwrap();
+    let capture = attested(&server, key, &Person::obama()).await;
+    let response = upload(
+        &server,
+        &capture.id,
+        &capture.token,
+        &upload_parts(&capture.attestation, &capture.parts),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer = http()
+        .post(server.url(&format!("/v1/sessions/{}/finalize", capture.id)))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 202, "past the deadline");
+    // Killed mid-decision: the decision the server had begun dies with it.
+    server.stop();
+
+    let server = setup.serve();
+    let status = || async {
+        let session: Value = http()
+            .get(server.url(&format!("/v1/sessions/{}", capture.id)))
+            .bearer_auth(key)
+            .value()
+            .await;
+        session["status"].as_str().unwrap().to_owned()
+    };
+    let left = status().await;
+    assert!(
+        left == "processing" || left == "submitted",
+        "decided before the server was killed: {left}"
+    );
+    let _worker = setup.worker();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while status().await != "verified" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 202 was never kept"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

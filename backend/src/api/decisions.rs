@@ -156,13 +156,19 @@ pub(crate) async fn decide_within_deadline(
         let app = app.clone();
         let account = account_id.clone();
         let id = id.clone();
+        let requester = requester.clone();
         // Its own task: a deadline passed or a client gone does not stop a decision half made.
         tokio::spawn(async move { finalize::finalize(&app, &account, &id, &requester).await })
     };
     match tokio::time::timeout(app.config.decision.sync_deadline, task).await {
         Ok(Ok(Ok(session))) => Ok(Json(view(&session, clock::now_ms())).into_response()),
-        // Another request or a job is deciding it: answer as for an async call.
+        // Still being decided (here, or by another request or a job): answer as for an async call.
+        // A `202` promises a decision, so a job backs it: should the process deciding die, the
+        // job takes the session over once it is stale; otherwise it finds it decided and ends.
         Ok(Ok(Err(FinalizeError::NotReady("processing")))) | Err(_) => {
+            let now = clock::now_ms();
+            let job = crate::jobs::finalize_job(&account_id, &id, &requester, now);
+            app.store.enqueue(&job).await?;
             let session = find(&app, &account_id, &id).await?;
             Ok(accepted(view(&session, clock::now_ms())))
         }
