@@ -110,6 +110,28 @@ async fn upload(
         .unwrap()
 }
 
+/// Uploads the whole of `capture`, which the server accepts: the session is submitted.
+async fn submit(server: &Server, capture: &Attested) {
+    let response = upload(
+        server,
+        &capture.id,
+        &capture.token,
+        &upload_parts(&capture.attestation, &capture.parts),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// The session's status as `GET` shows it.
+async fn status(server: &Server, key: &str, id: &str) -> String {
+    let session: Value = http()
+        .get(server.url(&format!("/v1/sessions/{id}")))
+        .bearer_auth(key)
+        .value()
+        .await;
+    session["status"].as_str().unwrap().to_owned()
+}
+
 async fn expect_problem(response: reqwest::Response, status: u16, code: &str) {
     assert_eq!(
         response.headers()["content-type"],
@@ -207,14 +229,7 @@ async fn the_whole_flow(mut setup: Setup) {
     let person = Person::obama();
 
     let capture = attested(&server, key, &person).await;
-    let response = upload(
-        &server,
-        &capture.id,
-        &capture.token,
-        &upload_parts(&capture.attestation, &capture.parts),
-    )
-    .await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    submit(&server, &capture).await;
     let submitted = receiver
         .wait_for("session.submitted", Duration::from_secs(20))
         .await;
@@ -525,14 +540,7 @@ async fn a_killed_worker_loses_no_job_and_no_delivery() {
     create_endpoint(&server, key, &receiver.url).await;
     let person = Person::obama();
     let capture = attested(&server, key, &person).await;
-    let response = upload(
-        &server,
-        &capture.id,
-        &capture.token,
-        &upload_parts(&capture.attestation, &capture.parts),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    submit(&server, &capture).await;
 
     let worker = setup.worker();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -554,17 +562,9 @@ async fn a_killed_worker_loses_no_job_and_no_delivery() {
     assert_eq!(accepted.status(), 202);
     assert_eq!(accepted.headers()["preference-applied"], "respond-async");
     let worker = setup.worker();
-    let status = |key: String, id: String, server: String| async move {
-        let session: Value = http()
-            .get(format!("{server}/v1/sessions/{id}"))
-            .bearer_auth(key)
-            .value()
-            .await;
-        session["status"].as_str().unwrap().to_owned()
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let now = status(key.to_owned(), capture.id.clone(), server.base_url.clone()).await;
+        let now = status(&server, key, &capture.id).await;
         if now == "processing" {
             break;
         }
@@ -589,10 +589,7 @@ async fn a_killed_worker_loses_no_job_and_no_delivery() {
         .filter(|r| r.body.contains("\"type\":\"session.submitted\""))
         .collect();
     assert!(submitted.len() >= 2, "the held delivery was sent again");
-    assert_eq!(
-        status(key.to_owned(), capture.id.clone(), server.base_url.clone()).await,
-        "verified"
-    );
+    assert_eq!(status(&server, key, &capture.id).await, "verified");
 }
 
 /// A synchronous finalize that runs past `decision.sync_deadline` answers `202`, a promise that a
@@ -609,14 +606,7 @@ async fn a_202_is_kept_when_the_server_dies_after_answering() {
     let key = setup.create_key("acme", &[]);
     let key = key["secret"].as_str().unwrap();
     let capture = attested(&server, key, &Person::obama()).await;
-    let response = upload(
-        &server,
-        &capture.id,
-        &capture.token,
-        &upload_parts(&capture.attestation, &capture.parts),
-    )
-    .await;
-    assert_eq!(response.status(), 200);
+    submit(&server, &capture).await;
     let answer = http()
         .post(server.url(&format!("/v1/sessions/{}/finalize", capture.id)))
         .bearer_auth(key)
@@ -628,22 +618,14 @@ async fn a_202_is_kept_when_the_server_dies_after_answering() {
     server.stop();
 
     let server = setup.serve();
-    let status = || async {
-        let session: Value = http()
-            .get(server.url(&format!("/v1/sessions/{}", capture.id)))
-            .bearer_auth(key)
-            .value()
-            .await;
-        session["status"].as_str().unwrap().to_owned()
-    };
-    let left = status().await;
+    let left = status(&server, key, &capture.id).await;
     assert!(
         left == "processing" || left == "submitted",
         "decided before the server was killed: {left}"
     );
     let _worker = setup.worker();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while status().await != "verified" {
+    while status(&server, key, &capture.id).await != "verified" {
         assert!(
             std::time::Instant::now() < deadline,
             "the 202 was never kept"
