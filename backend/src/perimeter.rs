@@ -20,7 +20,7 @@ use crate::error::{ApiError, is_problem, problem_response};
 use crate::rate_limit::{self, LimitScope};
 
 /// Probes and scrapes address the pod or host directly, so the host and IP checks skip them.
-fn is_operational(path: &str) -> bool {
+pub fn is_operational(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics")
 }
 

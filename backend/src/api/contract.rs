@@ -8,10 +8,7 @@ use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn}
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, Required, ResponseBuilder};
 
-use crate::idempotency;
-
-/// The routes the perimeter lets through untouched (no host check, no per-IP limit).
-const OPERATIONAL_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+use crate::{idempotency, perimeter};
 
 /// The `Idempotency-Key` header as the idempotency middleware accepts it.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]+$";
@@ -21,7 +18,8 @@ pub struct CommonAnswers;
 impl Modify for CommonAnswers {
     fn modify(&self, openapi: &mut OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operational = OPERATIONAL_PATHS.contains(&path.as_str());
+            // The perimeter lets these through untouched (no host check, no per-IP limit).
+            let operational = perimeter::is_operational(path);
             for (is_post, operation) in [
                 (false, item.get.as_mut()),
                 (true, item.post.as_mut()),
