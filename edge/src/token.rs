@@ -155,6 +155,26 @@ pub(crate) mod tests {
         jwt::sign(claims, key).unwrap()
     }
 
+    /// A correctly MACed HS256 token of [`claims`]: jsonwebtoken here signs EdDSA only.
+    fn hs256_token(secret: &[u8], kid: &str) -> String {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use hmac::Mac;
+        let header = Header {
+            kid: Some(kid.to_owned()),
+            ..Header::new(Algorithm::HS256)
+        };
+        let signed = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap())
+        );
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+        mac.update(signed.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
     /// A fixed key, so tokens signed in one test verify in another.
     pub(crate) fn fixed_key(kid: &str, byte: u8) -> EdKey {
         use base64::Engine;
@@ -255,16 +275,8 @@ pub(crate) mod tests {
                 "{garbage:?}"
             );
         }
-        // HS256 with the public key as the secret (algorithm confusion) is refused by its header.
-        let hs = jsonwebtoken::encode(
-            &Header {
-                kid: Some("backend-1".to_owned()),
-                ..Header::new(Algorithm::HS256)
-            },
-            &claims(),
-            &jsonwebtoken::EncodingKey::from_secret(backend_key().public().x().as_bytes()),
-        )
-        .unwrap();
+        // HS256 keyed with the public key (algorithm confusion) is refused by its header.
+        let hs = hs256_token(backend_key().public().x().as_bytes(), "backend-1");
         assert_eq!(verifier().verify(&hs, NOW), Err(TokenError::Malformed));
     }
 

@@ -841,6 +841,7 @@ async fn jwks_publishes_the_keys_that_verify_client_tokens() {
     assert_eq!(keys[2]["kid"], "edge-1");
     assert_eq!(keys[1]["x"], retired_x.as_str());
     // A verifier that knows only the JWKS accepts the token with the key its kid names.
+    idyntra_edge::jwt::install_provider();
     let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
     let jwk = keys.iter().find(|k| k["kid"] == kid.as_str()).unwrap();
     let decoding =
