@@ -11,11 +11,13 @@ tools="$root/edge/worker"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/idyntra-target}
 
 wasm_bindgen=$(awk '$0 == "name = \"wasm-bindgen\"" { getline; gsub(/"/, "", $3); print $3 }' "$root/Cargo.lock")
+# Tools that run for seconds, so they are built with light optimisation: their build time matters,
+# their speed hardly does. worker-build only drives cargo, wasm-bindgen and esbuild.
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')" != "$wasm_bindgen" ]; then
-  cargo install wasm-bindgen-cli --version "$wasm_bindgen"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install wasm-bindgen-cli --version "$wasm_bindgen"
 fi
 if [ "$(worker-build --version 2>/dev/null | awk '{ print $NF }')" != "0.8.7" ]; then
-  cargo install --locked worker-build --version 0.8.7
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 cargo install --locked worker-build --version 0.8.7
 fi
 if [ ! -x "$tools/node_modules/.bin/wrangler" ] || [ ! -x "$tools/node_modules/.bin/esbuild" ]; then
   (cd "$tools" && npm ci --no-audit --no-fund)
