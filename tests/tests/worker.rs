@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,9 +29,18 @@ struct Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Stops wrangler and everything it started: it runs workerd and esbuild as children of its
+/// own, which outlive a kill of wrangler alone.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &format!("-{}", child.id())])
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 impl Worker {
@@ -70,6 +80,8 @@ impl Worker {
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("IDYNTRA_WORKER_PROFILE", "dev")
+            // A group of its own, so that `stop` reaches wrangler's children too.
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (name, value) in vars {
@@ -97,7 +109,7 @@ impl Worker {
                 return Self { child, base_url };
             }
             if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-                let _ = child.kill();
+                stop(&mut child);
                 panic!(
                     "wrangler dev did not serve the Worker:\n{}",
                     log.lock().unwrap()
