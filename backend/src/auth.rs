@@ -16,7 +16,7 @@ use crate::app::{App, AppState};
 use crate::clock;
 use crate::config::Profile;
 use crate::error::ApiError;
-use crate::rate_limit::{self, LimitScope};
+use crate::rate_limit::{self, CountedKeyLimit, LimitScope};
 use crate::store::AuditEvent;
 
 /// The authenticated caller: an API key of one account.
@@ -74,11 +74,7 @@ impl App {
         let invalid = ApiError::Unauthorized {
             detail: "the API key is invalid, expired or revoked",
         };
-        let presented = authorization
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, key)| key.trim())
-            .ok_or(missing)?;
+        let presented = bearer(authorization).ok_or(missing)?;
         let Some(prefix) = api_keys::prefix_of(presented) else {
             tracing::debug!("rejected a malformed API key");
             return Err(invalid);
@@ -114,6 +110,26 @@ impl App {
         self.key_cache.put(hash, principal.clone(), key.expires_at);
         Ok(principal)
     }
+
+    /// The id of the key in `Authorization` if this process verified it recently (the key cache
+    /// holds it): known without a database lookup, so its rate limit can be counted together
+    /// with the client's. `None` for anything else, which is then authenticated as usual.
+    pub fn recently_verified_key(&self, authorization: Option<&str>) -> Option<String> {
+        let presented = bearer(authorization)?;
+        api_keys::prefix_of(presented)?;
+        let hash = self.key_hasher.hash(presented);
+        self.key_cache
+            .get(&hash, clock::now_ms())
+            .map(|principal| principal.api_key_id)
+    }
+}
+
+/// The credential of `Authorization: Bearer …`.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim())
 }
 
 /// Keys verified in the last `api_keys.cache_ttl`, by their keyed hash, so a busy key costs one
@@ -190,8 +206,14 @@ pub async fn require_api_key(
         Err(error) => return error.into_response(),
     };
     tracing::Span::current().record("account_id", principal.account_id.as_str());
-    let decision = if app.config.rate_limit.enabled {
-        Some(
+    let counted = request
+        .extensions_mut()
+        .remove::<CountedKeyLimit>()
+        .filter(|counted| counted.api_key_id == principal.api_key_id);
+    let decision = match counted {
+        _ if !app.config.rate_limit.enabled => None,
+        Some(counted) => Some(counted.decision),
+        None => Some(
             app.limiter
                 .check(
                     LimitScope::Key,
@@ -199,9 +221,7 @@ pub async fn require_api_key(
                     app.config.rate_limit.per_key,
                 )
                 .await,
-        )
-    } else {
-        None
+        ),
     };
     let mut response = match decision {
         Some(decision) if !decision.allowed => ApiError::RateLimited {

@@ -17,7 +17,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::app::AppState;
 use crate::config::HttpConfig;
 use crate::error::{ApiError, is_problem, problem_response};
-use crate::rate_limit::{self, LimitScope};
+use crate::rate_limit::{self, Check, CountedKeyLimit, LimitScope};
 
 /// Probes and scrapes address the pod or host directly, so the host and IP checks skip them.
 pub fn is_operational(path: &str) -> bool {
@@ -86,7 +86,13 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// Middleware: the per-IP rate limit, applied before authentication so guessing keys is limited.
-pub async fn limit_by_ip(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// A secret key this process verified recently has its own limit counted here as well, in the same
+/// round trip to Redis; `require_api_key` takes that decision over.
+pub async fn limit_by_ip(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     if !app.config.rate_limit.enabled || is_operational(request.uri().path()) {
         return next.run(request).await;
     }
@@ -94,15 +100,38 @@ pub async fn limit_by_ip(State(app): State<AppState>, request: Request, next: Ne
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-    let ip = client_ip(peer, request.headers(), &app.config.http.trusted_proxies);
-    let decision = app
-        .limiter
-        .check(
-            LimitScope::Ip,
-            &ip.to_string(),
-            app.config.rate_limit.per_ip,
-        )
-        .await;
+    let ip = client_ip(peer, request.headers(), &app.config.http.trusted_proxies).to_string();
+    let known_key = app.recently_verified_key(
+        request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok()),
+    );
+    let limits = &app.config.rate_limit;
+    let mut checks = vec![Check {
+        scope: LimitScope::Ip,
+        id: &ip,
+        limit: limits.per_ip,
+    }];
+    if let Some(api_key_id) = &known_key {
+        checks.push(Check {
+            scope: LimitScope::Key,
+            id: api_key_id,
+            limit: limits.per_key,
+        });
+    }
+    let decisions = app.limiter.check_in_order(&checks).await;
+    let mut decisions = decisions.into_iter();
+    let Some(decision) = decisions.next() else {
+        // Not reached: the first limit always gets a decision.
+        return next.run(request).await;
+    };
+    if let (Some(api_key_id), Some(key_decision)) = (known_key, decisions.next()) {
+        request.extensions_mut().insert(CountedKeyLimit {
+            api_key_id,
+            decision: key_decision,
+        });
+    }
     let mut response = if decision.allowed {
         next.run(request).await
     } else {

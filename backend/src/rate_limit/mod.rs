@@ -17,30 +17,47 @@ use crate::config::Limit;
 use crate::redis_link::RedisLink;
 use crate::telemetry::{Metrics, ScopeLabels};
 
-/// The Redis side of [`window::admits`]: reads both windows, counts the request only if it fits.
-/// Time comes from Redis itself so replicas with skewed clocks share windows. Keys carry a hash tag
-/// so both windows live in one cluster slot.
+/// The Redis side of [`window::admits`], for one or more limits in order (per IP, then per key):
+/// reads both windows of each and counts the request against it only if it fits, stopping at the
+/// first limit that refuses, so a refused request costs the later ones nothing. Several limits
+/// take one round trip. Time comes from Redis itself so replicas with skewed clocks share windows.
+/// Each limit's keys carry a hash tag so its two windows live in one cluster slot.
 const SLIDING_WINDOW_SCRIPT: &str = r"
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local index = math.floor(now / window)
-local elapsed = now - index * window
-local current_key = KEYS[1] .. ':' .. index
-local previous_key = KEYS[1] .. ':' .. (index - 1)
-local current = tonumber(redis.call('GET', current_key) or '0')
-local previous = tonumber(redis.call('GET', previous_key) or '0')
-local estimate = previous * (window - elapsed) / window + current
-if estimate + 1 > limit then
-  return {0, previous, current, elapsed}
+local answer = {}
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local window = tonumber(ARGV[2 * i])
+  local index = math.floor(now / window)
+  local elapsed = now - index * window
+  local current_key = key .. ':' .. index
+  local previous_key = key .. ':' .. (index - 1)
+  local current = tonumber(redis.call('GET', current_key) or '0')
+  local previous = tonumber(redis.call('GET', previous_key) or '0')
+  local estimate = previous * (window - elapsed) / window + current
+  local allowed = 1
+  if estimate + 1 > limit then
+    allowed = 0
+  else
+    current = redis.call('INCR', current_key)
+    if current == 1 then
+      redis.call('PEXPIRE', current_key, window * 2)
+    end
+  end
+  answer[#answer + 1] = allowed
+  answer[#answer + 1] = previous
+  answer[#answer + 1] = current
+  answer[#answer + 1] = elapsed
+  if allowed == 0 then
+    return answer
+  end
 end
-current = redis.call('INCR', current_key)
-if current == 1 then
-  redis.call('PEXPIRE', current_key, window * 2)
-end
-return {1, previous, current, elapsed}
+return answer
 ";
+
+/// Values the script answers per limit: allowed, previous, current, elapsed.
+const ANSWER_WIDTH: usize = 4;
 
 /// What is being limited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,85 +98,145 @@ impl RateLimiter {
 
     /// Counts one request of `id` against `limit` and says whether it may proceed.
     pub async fn check(&self, scope: LimitScope, id: &str, limit: Limit) -> Decision {
-        let window_ms = u64::try_from(limit.window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let decision = match &self.redis {
-            Some(redis) => match self
-                .check_redis(redis, scope, id, limit.requests, window_ms)
-                .await
-            {
-                Some(decision) => decision,
-                None => self.fall_back(scope, id, limit.requests, window_ms),
-            },
-            None => self.check_local(scope, id, limit.requests, window_ms),
-        };
-        if !decision.allowed {
-            self.metrics
-                .rate_limit_rejections
-                .get_or_create(&ScopeLabels {
-                    scope: scope.as_str(),
-                })
-                .inc();
+        let decisions = self.check_in_order(&[Check { scope, id, limit }]).await;
+        match decisions.first() {
+            Some(decision) => *decision,
+            // Not reached: one check gets one decision.
+            None => window::decide(limit.requests, window_ms(limit), 0, 0, 0, true),
         }
-        decision
     }
 
-    async fn check_redis(
-        &self,
-        redis: &RedisLink,
-        scope: LimitScope,
-        id: &str,
-        limit: u64,
-        window_ms: u64,
-    ) -> Option<Decision> {
+    /// Counts one request against each limit in order, stopping at the first that refuses: one
+    /// decision per limit up to and including that one. With Redis, one round trip for all.
+    pub async fn check_in_order(&self, checks: &[Check<'_>]) -> Vec<Decision> {
+        let decisions = match &self.redis {
+            Some(redis) => match self.check_redis(redis, checks).await {
+                Some(decisions) => decisions,
+                None => self.fall_back(checks),
+            },
+            None => self.check_local(checks),
+        };
+        for (check, decision) in checks.iter().zip(&decisions) {
+            if !decision.allowed {
+                self.metrics
+                    .rate_limit_rejections
+                    .get_or_create(&ScopeLabels {
+                        scope: check.scope.as_str(),
+                    })
+                    .inc();
+            }
+        }
+        decisions
+    }
+
+    async fn check_redis(&self, redis: &RedisLink, checks: &[Check<'_>]) -> Option<Vec<Decision>> {
         let mut connection = redis.connection().await.ok()?;
-        let key = redis.key(&format!("rl:{{{}:{id}}}", scope.as_str()));
+        let mut invocation = self.script.prepare_invoke();
+        for check in checks {
+            invocation
+                .key(redis.key(&format!("rl:{{{}:{}}}", check.scope.as_str(), check.id)))
+                .arg(check.limit.requests)
+                .arg(window_ms(check.limit));
+        }
         let answer = tokio::time::timeout(
             redis.timeout(),
-            self.script
-                .key(key)
-                .arg(limit)
-                .arg(window_ms)
-                .invoke_async::<Vec<u64>>(&mut connection),
+            invocation.invoke_async::<Vec<u64>>(&mut connection),
         )
         .await;
-        match answer {
-            Ok(Ok(values)) if values.len() == 4 => {
-                self.metrics.redis_up.set(1);
-                if self.falling_back.swap(false, Ordering::Relaxed) {
-                    tracing::info!("redis is back: rate limits are shared again");
-                }
-                Some(window::decide(
-                    limit,
-                    window_ms,
-                    values[3],
-                    values[1],
-                    values[2],
-                    values[0] == 1,
-                ))
-            }
-            _ => {
-                redis.mark_down();
-                None
-            }
+        let decisions = match answer {
+            Ok(Ok(values)) => read_answer(checks, &values),
+            _ => None,
+        };
+        if decisions.is_none() {
+            redis.mark_down();
+            return None;
         }
+        self.metrics.redis_up.set(1);
+        if self.falling_back.swap(false, Ordering::Relaxed) {
+            tracing::info!("redis is back: rate limits are shared again");
+        }
+        decisions
     }
 
-    fn fall_back(&self, scope: LimitScope, id: &str, limit: u64, window_ms: u64) -> Decision {
+    fn fall_back(&self, checks: &[Check<'_>]) -> Vec<Decision> {
         self.metrics.rate_limit_fallback.inc();
         self.metrics.redis_up.set(0);
         if !self.falling_back.swap(true, Ordering::Relaxed) {
             tracing::warn!("redis unavailable: rate limits are per instance until it is back");
         }
-        self.check_local(scope, id, limit, window_ms)
+        self.check_local(checks)
     }
 
-    fn check_local(&self, scope: LimitScope, id: &str, limit: u64, window_ms: u64) -> Decision {
+    fn check_local(&self, checks: &[Check<'_>]) -> Vec<Decision> {
         let now = u64::try_from(crate::clock::now_ms()).unwrap_or(0);
-        self.local
-            .check(&format!("{}:{id}", scope.as_str()), limit, window_ms, now)
+        let mut decisions = Vec::with_capacity(checks.len());
+        for check in checks {
+            let decision = self.local.check(
+                &format!("{}:{}", check.scope.as_str(), check.id),
+                check.limit.requests,
+                window_ms(check.limit),
+                now,
+            );
+            decisions.push(decision);
+            if !decision.allowed {
+                break;
+            }
+        }
+        decisions
     }
+}
+
+/// A request's per-key limit, counted by the per-IP limit's middleware in the same round trip
+/// because the key was one this process had verified recently. `require_api_key` uses it for
+/// that key instead of counting the request again.
+#[derive(Debug, Clone)]
+pub struct CountedKeyLimit {
+    pub api_key_id: String,
+    pub decision: Decision,
+}
+
+/// One limit a request is counted against.
+#[derive(Debug, Clone, Copy)]
+pub struct Check<'a> {
+    pub scope: LimitScope,
+    pub id: &'a str,
+    pub limit: Limit,
+}
+
+fn window_ms(limit: Limit) -> u64 {
+    u64::try_from(limit.window.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// The script's answer as decisions, or `None` when it is not the shape the script returns: one
+/// group of values per limit, every group but the last allowed, and a short answer ending in a
+/// refusal.
+fn read_answer(checks: &[Check<'_>], values: &[u64]) -> Option<Vec<Decision>> {
+    if values.is_empty() || !values.len().is_multiple_of(ANSWER_WIDTH) {
+        return None;
+    }
+    let groups = values.len() / ANSWER_WIDTH;
+    if groups > checks.len() {
+        return None;
+    }
+    let decisions: Vec<Decision> = checks
+        .iter()
+        .zip(values.chunks_exact(ANSWER_WIDTH))
+        .map(|(check, group)| {
+            window::decide(
+                check.limit.requests,
+                window_ms(check.limit),
+                group[3],
+                group[1],
+                group[2],
+                group[0] == 1,
+            )
+        })
+        .collect();
+    let refused_early = decisions[..groups - 1].iter().any(|d| !d.allowed);
+    let cut_short = groups < checks.len() && decisions[groups - 1].allowed;
+    (!refused_early && !cut_short).then_some(decisions)
 }
 
 /// Adds the `RateLimit-*` headers (IETF draft names, as most APIs send them) unless an inner,
@@ -233,6 +310,71 @@ mod tests {
         assert!(text.contains("idyntra_redis_up 1"), "{text}");
     }
 
+    fn ip_then_key(ip_limit: u64) -> [Check<'static>; 2] {
+        [
+            Check {
+                scope: LimitScope::Ip,
+                id: "192.0.2.7",
+                limit: limit(ip_limit),
+            },
+            Check {
+                scope: LimitScope::Key,
+                id: "key_1",
+                limit: limit(10),
+            },
+        ]
+    }
+
+    /// Counting in order: both limits while the IP has room; once it is full the request is
+    /// refused there and the key's count is left alone.
+    async fn a_refusal_spares_the_later_limits(limiter: &RateLimiter) {
+        for _ in 0..2 {
+            let decisions = limiter.check_in_order(&ip_then_key(2)).await;
+            assert_eq!(decisions.len(), 2);
+            assert!(decisions.iter().all(|d| d.allowed));
+        }
+        let decisions = limiter.check_in_order(&ip_then_key(2)).await;
+        assert_eq!(decisions.len(), 1);
+        assert!(!decisions[0].allowed);
+        let key = limiter.check(LimitScope::Key, "key_1", limit(10)).await;
+        assert_eq!(
+            key.remaining, 7,
+            "the key counted 2 requests, then this one"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_are_counted_in_order_in_redis() {
+        let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        let metrics = Arc::new(Metrics::default());
+        let limiter = RateLimiter::new(Some(link(&shared_redis_url(), &prefix)), metrics.clone());
+        a_refusal_spares_the_later_limits(&limiter).await;
+        assert_eq!(metrics.rate_limit_fallback.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn limits_are_counted_in_order_in_process() {
+        let limiter = RateLimiter::new(None, Arc::new(Metrics::default()));
+        a_refusal_spares_the_later_limits(&limiter).await;
+    }
+
+    #[test]
+    fn answers_of_the_wrong_shape_are_not_believed() {
+        let checks = ip_then_key(5);
+        let allowed = [1, 0, 1, 10];
+        let refused = [0, 0, 5, 10];
+        let read = |values: &[u64]| read_answer(&checks, values).map(|d| d.len());
+        assert_eq!(read(&[allowed, allowed].concat()), Some(2));
+        assert_eq!(read(&refused), Some(1));
+        assert_eq!(read(&[allowed, refused].concat()), Some(2));
+        // Cut short without a refusal, a refusal before the end, too many groups, ragged.
+        assert_eq!(read(&allowed), None);
+        assert_eq!(read(&[refused, allowed].concat()), None);
+        assert_eq!(read(&[allowed, allowed, allowed].concat()), None);
+        assert_eq!(read(&[1, 0, 1]), None);
+        assert_eq!(read(&[]), None);
+    }
+
     /// A private `redis-server`, so stopping it does not disturb the shared one.
     struct ThrowawayRedis {
         child: Child,
@@ -280,6 +422,46 @@ mod tests {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+
+    /// Script calls the server has answered.
+    fn script_calls(port: u16) -> u64 {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let mut connection = client.get_connection().unwrap();
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut connection)
+            .unwrap();
+        info.lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn the_ip_and_key_limits_take_one_round_trip() {
+        let redis = ThrowawayRedis::start(ThrowawayRedis::free_port());
+        let limiter = RateLimiter::new(
+            Some(link(&format!("redis://127.0.0.1:{}/", redis.port), "t:")),
+            Arc::new(Metrics::default()),
+        );
+        // The first call also loads the script.
+        limiter.check_in_order(&ip_then_key(100)).await;
+        let before = script_calls(redis.port);
+        for _ in 0..5 {
+            let decisions = limiter.check_in_order(&ip_then_key(100)).await;
+            assert!(decisions.len() == 2 && decisions.iter().all(|d| d.allowed));
+        }
+        assert_eq!(script_calls(redis.port) - before, 5);
     }
 
     #[tokio::test]
