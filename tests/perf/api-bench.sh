@@ -19,7 +19,7 @@ cd "$root"
 for tool in wrk pgbench psql; do
   command -v "$tool" >/dev/null || { echo "error: $tool is required" >&2; exit 1; }
 done
-cargo build --quiet --release -p idyntra-backend -p idyntra-tests --bins
+cargo build --quiet --release --workspace --bins
 target=${CARGO_TARGET_DIR:-$root/target}/release
 work=$(mktemp -d)
 pids=()

@@ -11,13 +11,20 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The `idyntra` binary of this workspace, built once per test run.
+///
+/// It is built with the selection `cargo test --workspace` makes (every package, the tests
+/// included) or, for the release-built benchmarks, `cargo build --release --workspace --bins`:
+/// cargo unifies the features of shared dependencies over what is selected, so a narrower build
+/// here would compile many dependencies a second time.
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
-        build.args(["build", "-p", "idyntra-backend", "--bin", "idyntra"]);
-        if !cfg!(debug_assertions) {
+        build.args(["build", "--workspace", "--bins"]);
+        if cfg!(debug_assertions) {
+            build.arg("--tests");
+        } else {
             build.arg("--release");
         }
         let status = build.status().expect("cargo runs");
