@@ -37,7 +37,7 @@ impl Drop for Worker {
 /// own, which outlive a kill of wrangler alone.
 fn stop(child: &mut Child) {
     let _ = Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
+        .args(["-KILL", "--", &format!("-{}", child.id())])
         .status();
     let _ = child.kill();
     let _ = child.wait();
