@@ -25,9 +25,9 @@ static ED25519_ONLY: CryptoProvider = CryptoProvider {
     jwk_utils: JwkUtils::new_unimplemented(),
 };
 
-/// Makes Ed25519 jsonwebtoken's provider for this process. [`decode`] and [`sign`] call it;
-/// code that calls jsonwebtoken directly must call it first, because jsonwebtoken fixes its
-/// provider at first use.
+/// Installs the Ed25519-only provider as jsonwebtoken's, for this process. [`decode`] and
+/// [`sign`] call it; code that calls jsonwebtoken directly must call it first, because
+/// jsonwebtoken fixes its provider at first use.
 pub fn install_provider() {
     // Err only means it is installed already.
     let _ = ED25519_ONLY.install_default();
