@@ -21,7 +21,9 @@ use crate::telemetry::{Metrics, ScopeLabels};
 /// reads both windows of each and counts the request against it only if it fits, stopping at the
 /// first limit that refuses, so a refused request costs the later ones nothing. Several limits
 /// take one round trip. Time comes from Redis itself so replicas with skewed clocks share windows.
-/// Each limit's keys carry a hash tag so its two windows live in one cluster slot.
+/// Each limit's keys carry a hash tag so its two windows live in one cluster slot; a call over
+/// several limits touches several tags, which a single Redis (what `RedisLink` connects to) allows
+/// and a Redis Cluster would refuse.
 const SLIDING_WINDOW_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
