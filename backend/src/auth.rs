@@ -111,16 +111,15 @@ impl App {
         Ok(principal)
     }
 
-    /// The id of the key in `Authorization` if this process verified it recently (the key cache
-    /// holds it): known without a database lookup, so its rate limit can be counted together
-    /// with the client's. `None` for anything else, which is then authenticated as usual.
-    pub fn recently_verified_key(&self, authorization: Option<&str>) -> Option<String> {
+    /// The key in `Authorization` if this process verified it recently (the key cache holds it):
+    /// known without a database lookup, so its rate limit can be counted together with the
+    /// client's and the request needs no second lookup. `None` for anything else, which is then
+    /// authenticated as usual.
+    pub fn recently_verified_key(&self, authorization: Option<&str>) -> Option<Principal> {
         let presented = bearer(authorization)?;
         api_keys::prefix_of(presented)?;
         let hash = self.key_hasher.hash(presented);
-        self.key_cache
-            .get(&hash, clock::now_ms())
-            .map(|principal| principal.api_key_id)
+        self.key_cache.get(&hash, clock::now_ms())
     }
 }
 
@@ -197,32 +196,39 @@ pub async fn require_api_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let authorization = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok());
-    let principal = match app.authenticate(authorization).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
+    let counted = request.extensions_mut().remove::<CountedKeyLimit>();
+    let (principal, decision) = match counted {
+        // The per-IP middleware found the key in the cache and counted its limit already.
+        Some(counted) => {
+            app.touch_key(&counted.principal.api_key_id).await;
+            (counted.principal, Some(counted.decision))
+        }
+        None => {
+            let authorization = request
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|value| value.to_str().ok());
+            let principal = match app.authenticate(authorization).await {
+                Ok(principal) => principal,
+                Err(error) => return error.into_response(),
+            };
+            let decision = if app.config.rate_limit.enabled {
+                Some(
+                    app.limiter
+                        .check(
+                            LimitScope::Key,
+                            &principal.api_key_id,
+                            app.config.rate_limit.per_key,
+                        )
+                        .await,
+                )
+            } else {
+                None
+            };
+            (principal, decision)
+        }
     };
     tracing::Span::current().record("account_id", principal.account_id.as_str());
-    let counted = request
-        .extensions_mut()
-        .remove::<CountedKeyLimit>()
-        .filter(|counted| counted.api_key_id == principal.api_key_id);
-    let decision = match counted {
-        _ if !app.config.rate_limit.enabled => None,
-        Some(counted) => Some(counted.decision),
-        None => Some(
-            app.limiter
-                .check(
-                    LimitScope::Key,
-                    &principal.api_key_id,
-                    app.config.rate_limit.per_key,
-                )
-                .await,
-        ),
-    };
     let mut response = match decision {
         Some(decision) if !decision.allowed => ApiError::RateLimited {
             retry_after: decision.retry_after,

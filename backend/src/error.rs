@@ -167,15 +167,20 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
         use crate::store::StoreError;
         match &error {
-            StoreError::Database(database) if database_unavailable(database) => {
-                tracing::warn!(error = %error, "database unavailable");
-                Self::Unavailable {
-                    detail: "the database is unavailable; retry later".to_owned(),
-                    retry_after: Duration::from_secs(1),
-                }
-            }
+            StoreError::Database(database) if database_unavailable(database) => retry_later(&error),
+            StoreError::Batch(database) if database_unavailable(database) => retry_later(&error),
+            StoreError::NotRun(_) => retry_later(&error),
             _ => Self::Internal(anyhow::Error::new(error)),
         }
+    }
+}
+
+/// The `503` of a database that cannot be reached now.
+fn retry_later(error: &crate::store::StoreError) -> ApiError {
+    tracing::warn!(error = %error, "database unavailable");
+    ApiError::Unavailable {
+        detail: "the database is unavailable; retry later".to_owned(),
+        retry_after: Duration::from_secs(1),
     }
 }
 

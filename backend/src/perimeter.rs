@@ -113,10 +113,10 @@ pub async fn limit_by_ip(
         id: &ip,
         limit: limits.per_ip,
     }];
-    if let Some(api_key_id) = &known_key {
+    if let Some(principal) = &known_key {
         checks.push(Check {
             scope: LimitScope::Key,
-            id: api_key_id,
+            id: &principal.api_key_id,
             limit: limits.per_key,
         });
     }
@@ -126,9 +126,9 @@ pub async fn limit_by_ip(
         // Not reached: the first limit always gets a decision.
         return next.run(request).await;
     };
-    if let (Some(api_key_id), Some(key_decision)) = (known_key, decisions.next()) {
+    if let (Some(principal), Some(key_decision)) = (known_key, decisions.next()) {
         request.extensions_mut().insert(CountedKeyLimit {
-            api_key_id,
+            principal,
             decision: key_decision,
         });
     }

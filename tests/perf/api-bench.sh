@@ -4,7 +4,7 @@
 # handler (HTTP) and pgbench inserting one row per transaction (database), with the same number of
 # connections. The load generator (wrk) runs as a second process on the same machine.
 #
-# Usage: tests/perf/api-bench.sh            (CONNECTIONS=100 DURATION=10s by default)
+# Usage: tests/perf/api-bench.sh            (CONNECTIONS=100 DURATION=10s by default; IDYNTRA=binary)
 # Needs: wrk, pgbench, a PostgreSQL at 127.0.0.1:5432 (user postgres) and Redis at 127.0.0.1:6379.
 set -euo pipefail
 
@@ -21,6 +21,8 @@ for tool in wrk pgbench psql; do
 done
 cargo build --quiet --release --workspace --bins
 target=${CARGO_TARGET_DIR:-$root/target}/release
+# IDYNTRA=path/to/idyntra measures another build (e.g. an older one, for a before/after table).
+idyntra=${IDYNTRA:-$target/idyntra}
 work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]+"${pids[@]}"}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
@@ -75,7 +77,7 @@ start_idyntra() {
   mkdir -p "$dir"
   (cd "$dir" && exec env "$@" IDYNTRA_RATE_LIMIT__PER_KEY__REQUESTS=1000000000 \
       IDYNTRA_RATE_LIMIT__PER_IP__REQUESTS=1000000000 \
-      "$target/idyntra" serve --listen "127.0.0.1:$port" >"$dir/out" 2>"$dir/log") &
+      "$idyntra" serve --listen "127.0.0.1:$port" >"$dir/out" 2>"$dir/log") &
   pids+=($!)
   wait_for "$dir/out" "$!" "$dir/log"
 }
@@ -84,7 +86,7 @@ bench_setup() {
   local label=$1 dir=$2 port=$3; shift 3
   start_idyntra "$dir" "$port" "$@"
   local key session
-  key=$(cd "$dir" && env "$@" "$target/idyntra" keys create --account bench --name wrk --json \
+  key=$(cd "$dir" && env "$@" "$idyntra" keys create --account bench --name wrk --json \
     | sed -E 's/.*"secret":"([^"]+)".*/\1/')
   session=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/sessions" -H "Authorization: Bearer $key" \
     | sed -E 's/.*"id":"(ses_[0-9a-f]+)".*/\1/')

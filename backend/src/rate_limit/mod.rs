@@ -189,11 +189,11 @@ impl RateLimiter {
 }
 
 /// A request's per-key limit, counted by the per-IP limit's middleware in the same round trip
-/// because the key was one this process had verified recently. `require_api_key` uses it for
-/// that key instead of counting the request again.
+/// because the key was one this process had verified recently. `require_api_key` takes the key
+/// and the decision from it instead of looking the key up and counting the request again.
 #[derive(Debug, Clone)]
 pub struct CountedKeyLimit {
-    pub api_key_id: String,
+    pub principal: crate::auth::Principal,
     pub decision: Decision,
 }
 

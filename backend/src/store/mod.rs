@@ -3,6 +3,7 @@
 //! tests runs against both.
 
 mod audit;
+mod batch;
 mod pipeline;
 mod postgres;
 mod shared;
@@ -36,6 +37,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
+    /// The failure of a batch, shared by every call in it.
+    #[error("database: {0}")]
+    Batch(Arc<sqlx::Error>),
+    #[error("database: {0}")]
+    NotRun(#[from] batch::NotRun),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -4,14 +4,17 @@ use idyntra_types::SessionStatus;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
+use super::batch::{
+    Batcher, MAX_BATCH, SessionBatches, SessionRead, answer_reads, fail_all, lanes,
+};
 use super::pipeline::{
     ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
     ENDPOINT_COLUMNS, JOB_COLUMNS, JobRecord, MEDIA_COLUMNS, MediaRecord, PipelineStore,
     SessionKeyRecord, Submission, WebhookEndpointRecord, impl_pipeline_store,
 };
 use super::shared::{
-    API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, bind_audit, bind_session,
-    common_store_helpers, conflict_or, impl_store,
+    API_KEY_COLUMNS, AUDIT_COLUMNS, AUDIT_WRITTEN_COLUMNS, SESSION_COLUMNS, common_store_helpers,
+    conflict_or, impl_store, push_audit, push_session, session_batches,
 };
 use super::{
     Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
@@ -24,6 +27,7 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The same pool: PostgreSQL runs concurrent writers well.
     writer: PgPool,
+    sessions: SessionBatches,
 }
 
 impl PostgresStore {
@@ -33,7 +37,9 @@ impl PostgresStore {
             .acquire_timeout(config.acquire_timeout)
             .connect(url)
             .await?;
+        let lanes = lanes(config.max_connections);
         Ok(Self {
+            sessions: Self::start_session_batches(&pool, &pool, lanes, lanes),
             writer: pool.clone(),
             pool,
         })
@@ -41,6 +47,31 @@ impl PostgresStore {
 }
 
 common_store_helpers!(PostgresStore, Postgres);
+session_batches!(PostgresStore, Postgres);
+
+impl PostgresStore {
+    /// One statement, atomic on its own: the sessions and their audit rows in a single round
+    /// trip (a data-modifying `with`) instead of four (begin, two inserts, commit).
+    async fn insert_sessions_at_once(
+        writer: &PgPool,
+        batch: &[(SessionRecord, AuditEvent)],
+    ) -> Result<(), sqlx::Error> {
+        let mut sql = sqlx::QueryBuilder::<Postgres>::new(format!(
+            "with inserted as (insert into session ({SESSION_COLUMNS}) "
+        ));
+        sql.push_values(batch, |mut row, (session, _)| {
+            push_session!(row, session);
+        });
+        sql.push(format!(
+            " returning session_id) insert into audit_log ({AUDIT_WRITTEN_COLUMNS}) "
+        ));
+        sql.push_values(batch, |mut row, (_, audit)| {
+            push_audit!(row, audit);
+        });
+        sql.build().execute(writer).await?;
+        Ok(())
+    }
+}
 
 impl_store!(PostgresStore, Postgres, {
     async fn migrate(&self) -> StoreResult<()> {
@@ -64,22 +95,6 @@ impl_store!(PostgresStore, Postgres, {
 
     fn kind(&self) -> &'static str {
         "postgres"
-    }
-
-    /// One statement, atomic on its own: the session and its audit row in a single round trip
-    /// instead of four (begin, two inserts, commit).
-    async fn insert_session(&self, session: &SessionRecord, audit: &AuditEvent) -> StoreResult<()> {
-        let sql = format!(
-            "with inserted as (insert into session ({SESSION_COLUMNS}) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning session_id) \
-             insert into audit_log (created_at, actor, action, target, request_id, details) \
-             select $13, $14, $15, $16, $17, $18 from inserted"
-        );
-        bind_audit!(bind_session!(sqlx::query(&sql), session), audit)
-            .execute(&self.writer)
-            .await
-            .map_err(|e| conflict_or(e, "session"))?;
-        Ok(())
     }
 });
 

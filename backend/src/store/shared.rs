@@ -145,19 +145,24 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        /// Through the batch of concurrent reads (see [`super::batch`]).
         async fn get_session(
             &self,
             account_id: &str,
             session_id: &str,
         ) -> StoreResult<Option<SessionRecord>> {
-            let sql = format!(
-                "select {SESSION_COLUMNS} from session where account_id = $1 and session_id = $2"
-            );
-            Ok(sqlx::query_as::<_, SessionRecord>(&sql)
-                .bind(account_id)
-                .bind(session_id)
-                .fetch_optional(&self.pool)
-                .await?)
+            let read = (account_id.to_owned(), session_id.to_owned());
+            self.sessions.reads.call(read).await?
+        }
+
+        /// Through the batch of concurrent inserts (see [`super::batch`]): one commit for many.
+        async fn insert_session(
+            &self,
+            session: &SessionRecord,
+            audit: &AuditEvent,
+        ) -> StoreResult<()> {
+            let insert = (session.clone(), audit.clone());
+            self.sessions.writes.call(insert).await?
         }
 
         async fn list_sessions(&self, query: &SessionQuery) -> StoreResult<Vec<SessionRecord>> {
@@ -444,35 +449,106 @@ macro_rules! impl_store {
 }
 
 /// Inherent helpers the common methods call inside their transactions.
-/// Binds the twelve [`SESSION_COLUMNS`] of a session to `$1`…`$12` of `$query`.
-macro_rules! bind_session {
-    ($query:expr, $session:expr) => {
-        $query
-            .bind(&$session.session_id)
-            .bind(&$session.account_id)
-            .bind(&$session.status)
-            .bind(&$session.reference)
-            .bind(&$session.metadata)
-            .bind(&$session.options)
-            .bind(&$session.nonce)
-            .bind($session.created_at)
-            .bind($session.updated_at)
-            .bind($session.expires_at)
-            .bind(&$session.result)
-            .bind($session.redacted_at)
+/// Pushes the twelve [`SESSION_COLUMNS`] of a session as one row of a `values` list.
+macro_rules! push_session {
+    ($row:expr, $session:expr) => {
+        $row.push_bind(&$session.session_id)
+            .push_bind(&$session.account_id)
+            .push_bind(&$session.status)
+            .push_bind(&$session.reference)
+            .push_bind(&$session.metadata)
+            .push_bind(&$session.options)
+            .push_bind(&$session.nonce)
+            .push_bind($session.created_at)
+            .push_bind($session.updated_at)
+            .push_bind($session.expires_at)
+            .push_bind(&$session.result)
+            .push_bind($session.redacted_at)
     };
 }
 
-/// Binds the six written columns of an audit row to the next six placeholders of `$query`.
-macro_rules! bind_audit {
-    ($query:expr, $audit:expr) => {
-        $query
-            .bind($audit.at)
-            .bind(&$audit.actor)
-            .bind(&$audit.action)
-            .bind(&$audit.target)
-            .bind(&$audit.request_id)
-            .bind($audit.details.to_string())
+/// Columns of `audit_log` a writer sets; the sealer sets the others.
+pub(super) const AUDIT_WRITTEN_COLUMNS: &str =
+    "created_at, actor, action, target, request_id, details";
+
+/// Pushes the [`AUDIT_WRITTEN_COLUMNS`] of an audit event as one row of a `values` list.
+macro_rules! push_audit {
+    ($row:expr, $audit:expr) => {
+        $row.push_bind($audit.at)
+            .push_bind(&$audit.actor)
+            .push_bind(&$audit.action)
+            .push_bind(&$audit.target)
+            .push_bind(&$audit.request_id)
+            .push_bind($audit.details.to_string())
+    };
+}
+
+/// Batched session inserts and reads for `$store` (see [`super::batch`]). `$store` provides
+/// `insert_sessions_at_once`: every session of a batch with its audit row, atomically.
+macro_rules! session_batches {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            fn start_session_batches(
+                writer: &sqlx::Pool<$db>,
+                pool: &sqlx::Pool<$db>,
+                write_lanes: usize,
+                read_lanes: usize,
+            ) -> SessionBatches {
+                let writer = writer.clone();
+                let writes = Batcher::spawn(write_lanes, MAX_BATCH, move |batch| {
+                    let writer = writer.clone();
+                    async move { Self::insert_session_batch(&writer, &batch).await }
+                });
+                let pool = pool.clone();
+                let reads = Batcher::spawn(read_lanes, MAX_BATCH, move |batch| {
+                    let pool = pool.clone();
+                    async move { Self::read_session_batch(&pool, &batch).await }
+                });
+                SessionBatches { writes, reads }
+            }
+
+            /// The batch at once; if the database refuses its data (a duplicate id), each on
+            /// its own, so that only the faulty call fails.
+            async fn insert_session_batch(
+                writer: &sqlx::Pool<$db>,
+                batch: &[(SessionRecord, AuditEvent)],
+            ) -> Vec<StoreResult<()>> {
+                match Self::insert_sessions_at_once(writer, batch).await {
+                    Ok(()) => return batch.iter().map(|_| Ok(())).collect(),
+                    Err(error) if batch.len() == 1 => return vec![Err(conflict_or(error, "session"))],
+                    Err(error) if error.as_database_error().is_none() => {
+                        return fail_all(batch.len(), error);
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, "a batch of sessions failed; inserting one by one");
+                    }
+                }
+                let mut results = Vec::with_capacity(batch.len());
+                for one in batch.chunks(1) {
+                    let result = Self::insert_sessions_at_once(writer, one).await;
+                    results.push(result.map_err(|e| conflict_or(e, "session")));
+                }
+                results
+            }
+
+            async fn read_session_batch(
+                pool: &sqlx::Pool<$db>,
+                batch: &[SessionRead],
+            ) -> Vec<StoreResult<Option<SessionRecord>>> {
+                let mut sql = sqlx::QueryBuilder::<$db>::new(format!(
+                    "select {SESSION_COLUMNS} from session where session_id in ("
+                ));
+                let mut ids = sql.separated(", ");
+                for (_, session_id) in batch {
+                    ids.push_bind(session_id);
+                }
+                sql.push(")");
+                match sql.build_query_as::<SessionRecord>().fetch_all(pool).await {
+                    Ok(rows) => answer_reads(batch, &rows),
+                    Err(error) => fail_all(batch.len(), error),
+                }
+            }
+        }
     };
 }
 
@@ -483,16 +559,13 @@ macro_rules! common_store_helpers {
                 tx: &mut sqlx::Transaction<'_, $db>,
                 audit: &AuditEvent,
             ) -> StoreResult<()> {
-                bind_audit!(
-                    sqlx::query(
-                        "insert into audit_log \
-                         (created_at, actor, action, target, request_id, details) \
-                         values ($1, $2, $3, $4, $5, $6)",
-                    ),
-                    audit
-                )
-                .execute(&mut **tx)
-                .await?;
+                let mut sql = sqlx::QueryBuilder::<$db>::new(format!(
+                    "insert into audit_log ({AUDIT_WRITTEN_COLUMNS}) "
+                ));
+                sql.push_values([audit], |mut row, audit| {
+                    push_audit!(row, audit);
+                });
+                sql.build().execute(&mut **tx).await?;
                 Ok(())
             }
 
@@ -526,10 +599,11 @@ macro_rules! common_store_helpers {
     };
 }
 
-pub(super) use bind_audit;
-pub(super) use bind_session;
 pub(super) use common_store_helpers;
 pub(super) use impl_store;
+pub(super) use push_audit;
+pub(super) use push_session;
+pub(super) use session_batches;
 
 /// Unique-constraint violations are the caller's conflict; anything else stays a database error.
 pub(super) fn conflict_or(error: sqlx::Error, what: &str) -> super::StoreError {

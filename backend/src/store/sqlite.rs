@@ -6,14 +6,17 @@ use idyntra_types::SessionStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
+use super::batch::{
+    Batcher, MAX_BATCH, SessionBatches, SessionRead, answer_reads, fail_all, lanes,
+};
 use super::pipeline::{
     ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
     ENDPOINT_COLUMNS, JOB_COLUMNS, JobRecord, MEDIA_COLUMNS, MediaRecord, PipelineStore,
     SessionKeyRecord, Submission, WebhookEndpointRecord, impl_pipeline_store,
 };
 use super::shared::{
-    API_KEY_COLUMNS, AUDIT_COLUMNS, SESSION_COLUMNS, bind_audit, bind_session,
-    common_store_helpers, conflict_or, impl_store,
+    API_KEY_COLUMNS, AUDIT_COLUMNS, AUDIT_WRITTEN_COLUMNS, SESSION_COLUMNS, common_store_helpers,
+    conflict_or, impl_store, push_audit, push_session, session_batches,
 };
 use super::{
     Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
@@ -28,6 +31,7 @@ pub struct SqliteStore {
     /// fair and quiet, where concurrent writers would spin on the file lock (busy_timeout sleeps
     /// of up to 100 ms each, which showed as a long latency tail under load).
     writer: SqlitePool,
+    sessions: SessionBatches,
 }
 
 impl SqliteStore {
@@ -51,11 +55,44 @@ impl SqliteStore {
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
-        Ok(Self { pool, writer })
+        // One lane of writes: there is one writer connection.
+        let sessions =
+            Self::start_session_batches(&writer, &pool, 1, lanes(config.max_connections));
+        Ok(Self {
+            pool,
+            writer,
+            sessions,
+        })
     }
 }
 
 common_store_helpers!(SqliteStore, Sqlite);
+session_batches!(SqliteStore, Sqlite);
+
+impl SqliteStore {
+    /// In one transaction, since SQLite has no data-modifying `with`: two statements for the
+    /// whole batch, and one commit.
+    async fn insert_sessions_at_once(
+        writer: &SqlitePool,
+        batch: &[(SessionRecord, AuditEvent)],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = writer.begin().await?;
+        let mut sessions =
+            sqlx::QueryBuilder::<Sqlite>::new(format!("insert into session ({SESSION_COLUMNS}) "));
+        sessions.push_values(batch, |mut row, (session, _)| {
+            push_session!(row, session);
+        });
+        sessions.build().execute(&mut *tx).await?;
+        let mut audits = sqlx::QueryBuilder::<Sqlite>::new(format!(
+            "insert into audit_log ({AUDIT_WRITTEN_COLUMNS}) "
+        ));
+        audits.push_values(batch, |mut row, (_, audit)| {
+            push_audit!(row, audit);
+        });
+        audits.build().execute(&mut *tx).await?;
+        tx.commit().await
+    }
+}
 
 impl_store!(SqliteStore, Sqlite, {
     async fn migrate(&self) -> StoreResult<()> {
@@ -79,22 +116,6 @@ impl_store!(SqliteStore, Sqlite, {
 
     fn kind(&self) -> &'static str {
         "sqlite"
-    }
-
-    /// In one transaction: SQLite has no data-modifying `with`.
-    async fn insert_session(&self, session: &SessionRecord, audit: &AuditEvent) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        let sql = format!(
-            "insert into session ({SESSION_COLUMNS}) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        );
-        bind_session!(sqlx::query(&sql), session)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| conflict_or(e, "session"))?;
-        Self::audit_in(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
     }
 });
 

@@ -408,9 +408,75 @@ async fn audit_chain(store: &dyn Store) {
     assert_eq!(store.audit_entries(seq - 1, 10).await.unwrap().len(), 1);
 }
 
+/// Many inserts and reads at once go through batches: each call still gets its own answer, and a
+/// duplicate in a batch fails alone without taking the others' rows (or its audit row) with it.
+async fn concurrent_sessions(store: Arc<dyn Store>) {
+    let owner = account("busy");
+    store
+        .insert_account(&owner, &event("account.created", &owner.account_id))
+        .await
+        .unwrap();
+    let first = session(&owner.account_id, 1_000, 60_000);
+    store
+        .insert_session(&first, &event("session.created", &first.session_id))
+        .await
+        .unwrap();
+    let audit_before = store.unsealed_audit_count().await.unwrap();
+    let mut records: Vec<SessionRecord> = (0..40)
+        .map(|_| session(&owner.account_id, 2_000, 60_000))
+        .collect();
+    records[18].session_id = first.session_id.clone();
+    let mut inserts = tokio::task::JoinSet::new();
+    for (i, record) in records.iter().cloned().enumerate() {
+        let store = store.clone();
+        inserts.spawn(async move {
+            let audit = event("session.created", &record.session_id);
+            (i, store.insert_session(&record, &audit).await)
+        });
+    }
+    while let Some(joined) = inserts.join_next().await {
+        let (i, result) = joined.unwrap();
+        match result {
+            Err(StoreError::Conflict(_)) => assert_eq!(i, 18),
+            other => assert!(other.is_ok(), "insert {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        store.unsealed_audit_count().await.unwrap(),
+        audit_before + 39
+    );
+
+    let mut reads = tokio::task::JoinSet::new();
+    for (i, record) in records.iter().cloned().enumerate() {
+        let store = store.clone();
+        // Every other read by a stranger: theirs must come back empty.
+        let reader = if i % 2 == 0 {
+            record.account_id.clone()
+        } else {
+            "acct_stranger".to_owned()
+        };
+        reads.spawn(async move {
+            let found = store.get_session(&reader, &record.session_id).await;
+            (i, record, found)
+        });
+    }
+    while let Some(joined) = reads.join_next().await {
+        let (i, record, found) = joined.unwrap();
+        let found = found.unwrap();
+        if i % 2 == 1 {
+            assert_eq!(found, None, "read {i}");
+        } else if i == 18 {
+            assert_eq!(found.unwrap().created_at, first.created_at);
+        } else {
+            assert_eq!(found.unwrap(), record);
+        }
+    }
+}
+
 async fn tell(store: Arc<dyn Store>) {
     accounts_and_keys(store.as_ref()).await;
     sessions(store.as_ref()).await;
+    concurrent_sessions(store.clone()).await;
     idempotency(store.as_ref()).await;
     audit_chain(store.as_ref()).await;
     store.ping().await.unwrap();
