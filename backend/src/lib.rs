@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_keys;
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod cli;
 pub mod client_token;
 pub mod clock;

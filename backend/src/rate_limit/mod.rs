@@ -5,58 +5,141 @@
 mod local;
 mod window;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::http::{HeaderMap, HeaderValue};
 
 pub use local::LocalLimiter;
 pub use window::Decision;
 
+use crate::batch::Batcher;
 use crate::config::Limit;
 use crate::redis_link::RedisLink;
 use crate::telemetry::{Metrics, ScopeLabels};
 
-/// The Redis side of [`window::admits`], for one or more limits in order (per IP, then per key):
-/// reads both windows of each and counts the request against it only if it fits, stopping at the
-/// first limit that refuses, so a refused request costs the later ones nothing. Several limits
-/// take one round trip. Time comes from Redis itself so replicas with skewed clocks share windows.
+/// The Redis side of [`window::admits`], for the limits of one or more requests (see
+/// [`crate::batch`]): for each request, its limits in order (per IP, then per key). It reads both
+/// windows of a limit and counts the request against it only if it fits, stopping at the
+/// request's first limit that refuses, so a refused request costs its later limits nothing. Time
+/// comes from Redis itself so replicas with skewed clocks share windows.
+///
+/// KEYS: every limit's key, request by request. ARGV[1]: the number of requests; then each
+/// request's number of limits; then a limit and a window (ms) per key. The answer, per request:
+/// how many of its limits were checked, then four values for each of them.
+///
 /// Each limit's keys carry a hash tag so its two windows live in one cluster slot; a call over
 /// several limits touches several tags, which a single Redis (what `RedisLink` connects to) allows
 /// and a Redis Cluster would refuse.
 const SLIDING_WINDOW_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local requests = tonumber(ARGV[1])
 local answer = {}
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local window = tonumber(ARGV[2 * i])
-  local index = math.floor(now / window)
-  local elapsed = now - index * window
-  local current_key = key .. ':' .. index
-  local previous_key = key .. ':' .. (index - 1)
-  local current = tonumber(redis.call('GET', current_key) or '0')
-  local previous = tonumber(redis.call('GET', previous_key) or '0')
-  local estimate = previous * (window - elapsed) / window + current
-  local allowed = 1
-  if estimate + 1 > limit then
-    allowed = 0
-  else
-    current = redis.call('INCR', current_key)
-    if current == 1 then
-      redis.call('PEXPIRE', current_key, window * 2)
+local k = 0
+for r = 1, requests do
+  local count = tonumber(ARGV[1 + r])
+  local checked_at = #answer + 1
+  answer[checked_at] = 0
+  local refused = false
+  for j = 1, count do
+    k = k + 1
+    if not refused then
+      local limit = tonumber(ARGV[requests + 2 * k])
+      local window = tonumber(ARGV[requests + 2 * k + 1])
+      local index = math.floor(now / window)
+      local elapsed = now - index * window
+      local current_key = KEYS[k] .. ':' .. index
+      local previous_key = KEYS[k] .. ':' .. (index - 1)
+      local current = tonumber(redis.call('GET', current_key) or '0')
+      local previous = tonumber(redis.call('GET', previous_key) or '0')
+      local estimate = previous * (window - elapsed) / window + current
+      local allowed = 1
+      if estimate + 1 > limit then
+        allowed = 0
+        refused = true
+      else
+        current = redis.call('INCR', current_key)
+        if current == 1 then
+          redis.call('PEXPIRE', current_key, window * 2)
+        end
+      end
+      answer[checked_at] = answer[checked_at] + 1
+      answer[#answer + 1] = allowed
+      answer[#answer + 1] = previous
+      answer[#answer + 1] = current
+      answer[#answer + 1] = elapsed
     end
-  end
-  answer[#answer + 1] = allowed
-  answer[#answer + 1] = previous
-  answer[#answer + 1] = current
-  answer[#answer + 1] = elapsed
-  if allowed == 0 then
-    return answer
   end
 end
 return answer
 ";
+
+/// Requests whose limits one script call checks at most.
+const MAX_BATCH: usize = 64;
+
+/// Concurrent script calls: few, so that requests arriving meanwhile gather into the next ones.
+const LANES: usize = 2;
+
+/// One limit as the script takes it.
+#[derive(Debug, Clone)]
+struct RedisLimit {
+    key: String,
+    requests: u64,
+    window_ms: u64,
+}
+
+/// The script call of a batch: per request, the values the script answered for it; `None` for
+/// every request when Redis failed or answered something else than the script's shape.
+async fn check_batch_in_redis(
+    redis: &RedisLink,
+    script: &redis::Script,
+    batch: &[Vec<RedisLimit>],
+) -> Option<Vec<Vec<u64>>> {
+    let mut connection = redis.connection().await.ok()?;
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(batch.len());
+    for limits in batch {
+        invocation.arg(limits.len());
+    }
+    for limit in batch.iter().flatten() {
+        invocation
+            .key(&limit.key)
+            .arg(limit.requests)
+            .arg(limit.window_ms);
+    }
+    let answer = tokio::time::timeout(
+        redis.timeout(),
+        invocation.invoke_async::<Vec<u64>>(&mut connection),
+    )
+    .await;
+    let split = match answer {
+        Ok(Ok(values)) => split_answer(&values, batch.len()),
+        _ => None,
+    };
+    if split.is_none() {
+        redis.mark_down();
+    }
+    split
+}
+
+/// The script's answer cut into each request's values, if it has the shape described at
+/// [`SLIDING_WINDOW_SCRIPT`].
+fn split_answer(values: &[u64], requests: usize) -> Option<Vec<Vec<u64>>> {
+    let mut rest = values;
+    let mut split = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let (&checked, after) = rest.split_first()?;
+        let width = usize::try_from(checked).ok()?.checked_mul(ANSWER_WIDTH)?;
+        if after.len() < width {
+            return None;
+        }
+        let (mine, after) = after.split_at(width);
+        split.push(mine.to_vec());
+        rest = after;
+    }
+    rest.is_empty().then_some(split)
+}
 
 /// Values the script answers per limit: allowed, previous, current, elapsed.
 const ANSWER_WIDTH: usize = 4;
@@ -82,6 +165,8 @@ pub struct RateLimiter {
     local: LocalLimiter,
     redis: Option<Arc<RedisLink>>,
     script: redis::Script,
+    /// Started on first use, inside the runtime.
+    batches: OnceLock<Batcher<Vec<RedisLimit>, Option<Vec<u64>>>>,
     metrics: Arc<Metrics>,
     /// Set while Redis is failing, so the outage is logged once, not per request.
     falling_back: AtomicBool,
@@ -93,6 +178,7 @@ impl RateLimiter {
             local: LocalLimiter::default(),
             redis,
             script: redis::Script::new(SLIDING_WINDOW_SCRIPT),
+            batches: OnceLock::new(),
             metrics,
             falling_back: AtomicBool::new(false),
         }
@@ -131,33 +217,46 @@ impl RateLimiter {
         decisions
     }
 
-    async fn check_redis(&self, redis: &RedisLink, checks: &[Check<'_>]) -> Option<Vec<Decision>> {
-        let mut connection = redis.connection().await.ok()?;
-        let mut invocation = self.script.prepare_invoke();
-        for check in checks {
-            invocation
-                .key(redis.key(&format!("rl:{{{}:{}}}", check.scope.as_str(), check.id)))
-                .arg(check.limit.requests)
-                .arg(window_ms(check.limit));
-        }
-        let answer = tokio::time::timeout(
-            redis.timeout(),
-            invocation.invoke_async::<Vec<u64>>(&mut connection),
-        )
-        .await;
-        let decisions = match answer {
-            Ok(Ok(values)) => read_answer(checks, &values),
-            _ => None,
-        };
-        if decisions.is_none() {
-            redis.mark_down();
+    async fn check_redis(
+        &self,
+        redis: &Arc<RedisLink>,
+        checks: &[Check<'_>],
+    ) -> Option<Vec<Decision>> {
+        if redis.is_down() {
             return None;
         }
+        let limits = checks
+            .iter()
+            .map(|check| RedisLimit {
+                key: redis.key(&format!("rl:{{{}:{}}}", check.scope.as_str(), check.id)),
+                requests: check.limit.requests,
+                window_ms: window_ms(check.limit),
+            })
+            .collect();
+        let batches = self.batches.get_or_init(|| {
+            let redis = redis.clone();
+            let script = self.script.clone();
+            Batcher::spawn(LANES, MAX_BATCH, move |batch: Vec<Vec<RedisLimit>>| {
+                let redis = redis.clone();
+                let script = script.clone();
+                async move {
+                    match check_batch_in_redis(&redis, &script, &batch).await {
+                        Some(answers) => answers.into_iter().map(Some).collect(),
+                        None => vec![None; batch.len()],
+                    }
+                }
+            })
+        });
+        let values = batches.call(limits).await.ok().flatten()?;
+        let Some(decisions) = read_answer(checks, &values) else {
+            redis.mark_down();
+            return None;
+        };
         self.metrics.redis_up.set(1);
         if self.falling_back.swap(false, Ordering::Relaxed) {
             tracing::info!("redis is back: rate limits are shared again");
         }
-        decisions
+        Some(decisions)
     }
 
     fn fall_back(&self, checks: &[Check<'_>]) -> Vec<Decision> {
@@ -377,6 +476,23 @@ mod tests {
         assert_eq!(read(&[]), None);
     }
 
+    #[test]
+    fn a_batch_answer_is_cut_per_request() {
+        let allowed = [1, 0, 1, 10];
+        let refused = [0, 0, 5, 10];
+        // Request one: both limits checked; request two: refused at its first.
+        let answer = [&[2][..], &allowed, &allowed, &[1], &refused].concat();
+        assert_eq!(
+            split_answer(&answer, 2),
+            Some(vec![[allowed, allowed].concat(), refused.to_vec()])
+        );
+        // A request missing, one too many, a count larger than the values, trailing values.
+        assert_eq!(split_answer(&answer, 3), None);
+        assert_eq!(split_answer(&answer[..9], 2), None);
+        assert_eq!(split_answer(&[3, 1, 0, 1, 10], 1), None);
+        assert_eq!(split_answer(&[&answer[..], &[7]].concat(), 2), None);
+    }
+
     /// A private `redis-server`, so stopping it does not disturb the shared one.
     struct ThrowawayRedis {
         child: Child,
@@ -464,6 +580,49 @@ mod tests {
             assert!(decisions.len() == 2 && decisions.iter().all(|d| d.allowed));
         }
         assert_eq!(script_calls(redis.port) - before, 5);
+    }
+
+    /// Concurrent requests share script calls, and each is still counted exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_counted_in_shared_calls() {
+        let redis = ThrowawayRedis::start(ThrowawayRedis::free_port());
+        let limiter = Arc::new(RateLimiter::new(
+            Some(link(&format!("redis://127.0.0.1:{}/", redis.port), "t:")),
+            Arc::new(Metrics::default()),
+        ));
+        limiter.check(LimitScope::Ip, "warm-up", limit(1)).await;
+        let before = script_calls(redis.port);
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let limiter = limiter.clone();
+            requests.spawn(async move {
+                let checks = [
+                    Check {
+                        scope: LimitScope::Ip,
+                        id: "192.0.2.8",
+                        limit: limit(1_000),
+                    },
+                    Check {
+                        scope: LimitScope::Key,
+                        id: "k",
+                        limit: limit(1_000),
+                    },
+                ];
+                limiter.check_in_order(&checks).await
+            });
+        }
+        let mut allowed = 0;
+        while let Some(decisions) = requests.join_next().await {
+            let decisions = decisions.unwrap();
+            assert_eq!(decisions.len(), 2);
+            allowed += usize::from(decisions.iter().all(|d| d.allowed));
+        }
+        assert_eq!(allowed, 200);
+        let calls = script_calls(redis.port) - before;
+        assert!(calls < 200, "{calls} script calls for 200 requests");
+        // The key's window holds every request once: the next one sees 200 used.
+        let next = limiter.check(LimitScope::Key, "k", limit(1_000)).await;
+        assert_eq!(next.remaining, 1_000 - 201);
     }
 
     #[tokio::test]

@@ -41,7 +41,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Batch(Arc<sqlx::Error>),
     #[error("database: {0}")]
-    NotRun(#[from] batch::NotRun),
+    NotRun(#[from] crate::batch::NotRun),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
