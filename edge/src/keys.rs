@@ -7,10 +7,10 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::DecodePrivateKey;
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use idyntra_types::{Jwk, JwkSet};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::DecodingKey;
 
 /// Why a key could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,7 +41,6 @@ fn check_kid(kid: &str) -> Result<(), KeyError> {
 pub struct EdKey {
     kid: String,
     key: SigningKey,
-    encoding: EncodingKey,
 }
 
 impl fmt::Debug for EdKey {
@@ -81,14 +80,8 @@ impl EdKey {
     }
 
     fn from_key(kid: &str, key: SigningKey) -> Self {
-        // PKCS#8 encoding of an Ed25519 key is a fixed 48-byte structure and cannot fail.
-        let der = key
-            .to_pkcs8_der()
-            .map(|der| der.as_bytes().to_vec())
-            .unwrap_or_default();
         Self {
             kid: kid.to_owned(),
-            encoding: EncodingKey::from_ed_der(&der),
             key,
         }
     }
@@ -114,10 +107,6 @@ impl EdKey {
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         use ed25519_dalek::Signer;
         self.key.sign(message).to_bytes()
-    }
-
-    pub(crate) fn encoding_key(&self) -> &EncodingKey {
-        &self.encoding
     }
 }
 
@@ -221,6 +210,8 @@ impl KeySet {
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+
     use super::*;
 
     #[test]
