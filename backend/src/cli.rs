@@ -323,7 +323,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         if let Some(listen) = listen {
             config.edge.listen = listen;
         }
-        telemetry::init_logging(&config.log);
+        let _logs = telemetry::init_logging(&config.log);
         crate::edge_host::serve(config).await?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -333,14 +333,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            telemetry::init_logging(&config.log);
+            let _logs = telemetry::init_logging(&config.log);
             serve(config).await?;
         }
         Command::Worker { listen } => {
             if let Some(listen) = listen {
                 config.listen = listen;
             }
-            telemetry::init_logging(&config.log);
+            let _logs = telemetry::init_logging(&config.log);
             let app = App::open(config).await?;
             let listener = TcpListener::bind(app.config.listen)
                 .await
@@ -352,7 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         command => {
             // Commands print their results on stdout; only warnings go to the log.
-            telemetry::init_logging(&LogConfig {
+            let _logs = telemetry::init_logging(&LogConfig {
                 format: LogFormat::Pretty,
                 level: "warn".to_owned(),
             });

@@ -21,12 +21,25 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Keeps the log writer running; dropping it writes out what is still buffered.
+#[must_use = "logs are written until the guard is dropped"]
+#[derive(Debug)]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
 /// Starts logging to stderr. Safe to call twice (the second call does nothing).
-pub fn init_logging(config: &LogConfig) {
+///
+/// Lines go to stderr from a thread of their own, so a request never waits on a `write` to the
+/// log: under load that write was a system call per request on the request's thread. The
+/// buffer never drops a line; when it is full, logging waits.
+pub fn init_logging(config: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("idyntra-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match config.format {
         LogFormat::Json => builder
             .json()
@@ -36,6 +49,7 @@ pub fn init_logging(config: &LogConfig) {
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+    LogGuard(guard)
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
