@@ -394,21 +394,32 @@ macro_rules! impl_store {
                 .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
+            // Each row's (audit_log_id, chain_seq, prev_hash, hash), linked in order.
+            let mut links = Vec::with_capacity(rows.len());
             for row in &rows {
                 let next = seq + 1;
                 let next_hash = row.chain_hash(next, &hash);
-                sqlx::query(
-                    "update audit_log set chain_seq = $2, prev_hash = $3, hash = $4 \
-                     where audit_log_id = $1",
-                )
-                .bind(row.audit_log_id)
-                .bind(next)
-                .bind(&hash)
-                .bind(&next_hash)
-                .execute(&mut *tx)
-                .await?;
+                links.push((row.audit_log_id, next, hash, next_hash.clone()));
                 seq = next;
                 hash = next_hash;
+            }
+            // A statement for many rows, not a round trip per row.
+            for chunk in links.chunks(AUDIT_LINKS_PER_STATEMENT) {
+                let mut sql = sqlx::QueryBuilder::<$db>::new(
+                    "with link (audit_log_id, chain_seq, prev_hash, hash) as (",
+                );
+                sql.push_values(chunk, |mut row, (audit_log_id, chain_seq, prev_hash, hash)| {
+                    row.push_bind(*audit_log_id)
+                        .push_bind(*chain_seq)
+                        .push_bind(prev_hash)
+                        .push_bind(hash);
+                });
+                sql.push(
+                    ") update audit_log set chain_seq = link.chain_seq, \
+                     prev_hash = link.prev_hash, hash = link.hash \
+                     from link where audit_log.audit_log_id = link.audit_log_id",
+                );
+                sql.build().execute(&mut *tx).await?;
             }
             sqlx::query("update audit_head set last_seq = $1, last_hash = $2 where audit_head_id = 1")
                 .bind(seq)
@@ -466,6 +477,9 @@ macro_rules! push_session {
             .push_bind($session.redacted_at)
     };
 }
+
+/// Audit rows the sealer links in one statement (four bound values each).
+pub(super) const AUDIT_LINKS_PER_STATEMENT: usize = 500;
 
 /// Columns of `audit_log` a writer sets; the sealer sets the others.
 pub(super) const AUDIT_WRITTEN_COLUMNS: &str =

@@ -15,8 +15,9 @@ use super::pipeline::{
     SessionKeyRecord, Submission, WebhookEndpointRecord, impl_pipeline_store,
 };
 use super::shared::{
-    API_KEY_COLUMNS, AUDIT_COLUMNS, AUDIT_WRITTEN_COLUMNS, SESSION_COLUMNS, common_store_helpers,
-    conflict_or, impl_store, push_audit, push_session, session_batches,
+    API_KEY_COLUMNS, AUDIT_COLUMNS, AUDIT_LINKS_PER_STATEMENT, AUDIT_WRITTEN_COLUMNS,
+    SESSION_COLUMNS, common_store_helpers, conflict_or, impl_store, push_audit, push_session,
+    session_batches,
 };
 use super::{
     Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
