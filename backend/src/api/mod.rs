@@ -10,12 +10,11 @@ pub mod sessions;
 pub mod webhooks;
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -148,7 +147,7 @@ pub fn router(state: AppState) -> Router {
     if config.profile == crate::config::Profile::Dev && config.demo.enabled {
         router = router.merge(demo::router(&state));
     }
-    let mut router = router
+    router
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs_page))
         .fallback(no_route)
@@ -166,11 +165,8 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), perimeter::limit_by_ip))
         .layer(from_fn(perimeter::problem_errors))
         .layer(from_fn_with_state(state.clone(), perimeter::check_host))
-        .layer(perimeter::cors(&config.http));
-    for (name, value) in perimeter::security_headers() {
-        router = router.layer(SetResponseHeaderLayer::if_not_present(name, value));
-    }
-    router
+        .layer(perimeter::cors(&config.http))
+        .layer(map_response(perimeter::add_security_headers))
         .layer(from_fn_with_state(
             state.metrics.clone(),
             telemetry::observe,
