@@ -102,6 +102,21 @@ mod tests {
 
     use super::*;
 
+    /// Calls `0..count` from tasks of their own, all at once; the answers in call order.
+    async fn call_at_once(batcher: &Batcher<u32, u32>, count: u32) -> Vec<Result<u32, NotRun>> {
+        let calls: Vec<_> = (0..count)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.call(n).await })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    }
+
     #[tokio::test]
     async fn an_idle_batcher_runs_a_call_alone() {
         let batcher = Batcher::spawn(1, 8, |items: Vec<u32>| async move {
@@ -123,14 +138,8 @@ mod tests {
                 items.into_iter().map(|n| n * 10).collect::<Vec<_>>()
             }
         });
-        let calls: Vec<_> = (0..40)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.call(n).await })
-            })
-            .collect();
-        for (n, call) in calls.into_iter().enumerate() {
-            assert_eq!(call.await.unwrap(), Ok(n as u32 * 10));
+        for (n, answer) in call_at_once(&batcher, 40).await.into_iter().enumerate() {
+            assert_eq!(answer, Ok(n as u32 * 10));
         }
         // The first call alone, the 39 others in one or two batches: far fewer than 40.
         let runs = batches.load(Ordering::SeqCst);
@@ -145,14 +154,8 @@ mod tests {
             seen.fetch_max(items.len(), Ordering::SeqCst);
             async move { items }
         });
-        let calls: Vec<_> = (0..20)
-            .map(|n| {
-                let batcher = batcher.clone();
-                tokio::spawn(async move { batcher.call(n).await })
-            })
-            .collect();
-        for (n, call) in calls.into_iter().enumerate() {
-            assert_eq!(call.await.unwrap(), Ok(n as u32));
+        for (n, answer) in call_at_once(&batcher, 20).await.into_iter().enumerate() {
+            assert_eq!(answer, Ok(n as u32));
         }
         let largest = largest.load(Ordering::SeqCst);
         assert!((1..=4).contains(&largest), "largest batch {largest}");
