@@ -23,7 +23,7 @@ pub const BLAZEFACE_SHORT_RANGE: BundledModel = BundledModel {
 
 pub const MOBILEFACENET: BundledModel = BundledModel {
     name: "mobilefacenet",
-    sha256: "a65653c655f32b2079b5f83ef94e69ec94d868cbef2c691dfce8b38731fb2a95",
+    sha256: "8ee65548920e7cf93180ec51eaca3eb5f91628ea6c1ba15058ace55fc4867421",
     onnx: include_bytes!("../onnx/mobilefacenet.onnx"),
 };
 

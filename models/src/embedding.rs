@@ -5,16 +5,17 @@ use image::RgbImage;
 
 /// Side of an aligned crop.
 pub const CROP_SIZE: u32 = 112;
-/// The model takes exactly two crops (its batch is fixed) — a selfie and a document portrait.
+/// The batch tract runs the model at: a selfie and a document portrait. The model file takes any
+/// batch (burn runs whole dynamic batches); tract's plan is optimised for this one.
 pub const BATCH: usize = 2;
 /// Length of an embedding.
 pub const DIMENSION: usize = 192;
 
-/// The `[2, 3, 112, 112]` input: RGB scaled as `(x − 127.5) / 128`, channels first.
-pub fn input_tensor(crops: [&RgbImage; BATCH]) -> Vec<f32> {
+/// The `[N, 3, 112, 112]` input of `N` crops: RGB scaled as `(x − 127.5) / 128`, channels first.
+pub fn input_tensor(crops: &[&RgbImage]) -> Vec<f32> {
     let side = CROP_SIZE as usize;
     let plane = side * side;
-    let mut tensor = vec![0.0f32; BATCH * 3 * plane];
+    let mut tensor = vec![0.0f32; crops.len() * 3 * plane];
     for (item, crop) in crops.iter().enumerate() {
         for (x, y, pixel) in crop.enumerate_pixels() {
             let at = y as usize * side + x as usize;
@@ -27,11 +28,21 @@ pub fn input_tensor(crops: [&RgbImage; BATCH]) -> Vec<f32> {
     tensor
 }
 
-/// Whether both crops have the model's input size.
-pub fn crops_fit(first: &RgbImage, second: &RgbImage) -> bool {
-    [first, second]
+/// Whether every crop has the model's input size.
+pub fn crops_fit(crops: &[&RgbImage]) -> bool {
+    crops
         .iter()
         .all(|crop| crop.dimensions() == (CROP_SIZE, CROP_SIZE))
+}
+
+/// The `count` embeddings of a `[count × 192]` output, in order; `None` for any other length.
+pub fn split(values: &[f32], count: usize) -> Option<Vec<Vec<f32>>> {
+    (values.len() == count * DIMENSION).then(|| {
+        values
+            .chunks_exact(DIMENSION)
+            .map(<[f32]>::to_vec)
+            .collect()
+    })
 }
 
 /// The two embeddings of a `[2 × 192]` output, in order; `None` for any other length.
@@ -72,10 +83,19 @@ mod tests {
     fn crops_are_normalised_channels_first() {
         let white = RgbImage::from_pixel(CROP_SIZE, CROP_SIZE, Rgb([255, 255, 255]));
         let black = RgbImage::new(CROP_SIZE, CROP_SIZE);
-        let tensor = input_tensor([&white, &black]);
+        let tensor = input_tensor(&[&white, &black]);
         let plane = (CROP_SIZE * CROP_SIZE) as usize;
         assert_eq!(tensor.len(), 2 * 3 * plane);
         assert_eq!(tensor[0], 127.5 / 128.0);
         assert_eq!(tensor[3 * plane], -127.5 / 128.0);
+    }
+
+    #[test]
+    fn outputs_split_into_one_embedding_per_crop() {
+        let values: Vec<f32> = (0..3 * DIMENSION).map(|v| v as f32).collect();
+        let embeddings = split(&values, 3).unwrap();
+        assert_eq!(embeddings.len(), 3);
+        assert_eq!(embeddings[2][0], (2 * DIMENSION) as f32);
+        assert!(split(&values, 2).is_none());
     }
 }

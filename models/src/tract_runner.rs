@@ -22,7 +22,7 @@ pub struct ModelError {
 }
 
 impl ModelError {
-    fn new(model: &'static str, error: impl std::fmt::Display) -> Self {
+    pub fn new(model: &'static str, error: impl std::fmt::Display) -> Self {
         Self {
             model,
             message: format!("{error:#}"),
@@ -207,10 +207,10 @@ impl MobileFaceNetEmbedder {
         first: &RgbImage,
         second: &RgbImage,
     ) -> Result<[Vec<f32>; 2], ModelError> {
-        if !embedding::crops_fit(first, second) {
+        if !embedding::crops_fit(&[first, second]) {
             return Err(ModelError::new(Self::NAME, "crops must be 112×112"));
         }
-        let input = embedding::input_tensor([first, second]);
+        let input = embedding::input_tensor(&[first, second]);
         embedding::split_pair(&self.raw_outputs(&input)?)
             .ok_or_else(|| ModelError::new(Self::NAME, "unexpected output size"))
     }

@@ -132,7 +132,7 @@ fn blazeface_matches_onnxruntime() {
 fn mobilefacenet_matches_onnxruntime() {
     let embedder = MobileFaceNetEmbedder::load(MOBILEFACENET.onnx).unwrap();
     let (obama, biden) = (input("mobilefacenet_obama"), input("mobilefacenet_biden"));
-    let tensor = embedding::input_tensor([&obama, &biden]);
+    let tensor = embedding::input_tensor(&[&obama, &biden]);
     check(
         "mobilefacenet_obama_biden",
         &[embedder.raw_outputs(&tensor).unwrap()],

@@ -48,7 +48,7 @@ venv/bin/tflite2onnx face_detection_short_range.tflite blazeface-raw.onnx 2>/dev
 venv/bin/tflite2onnx MobileFaceNet.tflite mobilefacenet-raw.onnx
 mkdir out
 venv/bin/python "$here/normalize.py" generic blazeface-raw.onnx out/blazeface_short_range.onnx
-venv/bin/python "$here/normalize.py" generic mobilefacenet-raw.onnx out/mobilefacenet.onnx
+venv/bin/python "$here/normalize.py" mobilefacenet mobilefacenet-raw.onnx out/mobilefacenet.onnx
 venv/bin/python "$here/normalize.py" centerface centerface.onnx out/centerface.onnx
 
 cd out
