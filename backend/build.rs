@@ -1,10 +1,13 @@
-//! With the `burn` feature: generates the burn model code of the face-embedding model from its ONNX
-//! file, with the weights embedded in the binary.
+//! With the `burn` feature: generates the burn model code of the face detector (CenterFace) and
+//! the face-embedding model (MobileFaceNet) from their ONNX files, with the weights embedded in the
+//! binary.
 
 fn main() {
     #[cfg(feature = "burn")]
-    {
-        let onnx = "../models/onnx/mobilefacenet.onnx";
+    for onnx in [
+        "../models/onnx/centerface.onnx",
+        "../models/onnx/mobilefacenet.onnx",
+    ] {
         println!("cargo:rerun-if-changed={onnx}");
         burn_onnx::ModelGen::new()
             .input(onnx)

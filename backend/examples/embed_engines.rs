@@ -1,7 +1,7 @@
 //! Latency of one face-embedding call (a batch of two aligned crops) on every engine this build
 //! has: `cargo run --release -p idyntra-backend [--features burn|gpu] --example embed_engines [RUNS]`.
 //! The same input on each; prints p50 and mean milliseconds, and the embeddings' agreement with
-//! tract's.
+//! tract's. Then, for burn's engines, the throughput of dynamic batches of 2 to 64 crops.
 
 use std::time::Instant;
 
@@ -45,17 +45,26 @@ fn main() {
         let flex = BurnEmbedder::load(BurnDevice::Cpu);
         engines.push((
             "burn flex (CPU)",
-            Box::new(move || flex.embed_pair(a, b).expect("burn flex")),
+            Box::new(move || pair(flex.embed(&[a, b]).expect("burn flex"))),
         ));
         #[cfg(feature = "gpu")]
         {
             let wgpu = BurnEmbedder::load(BurnDevice::Wgpu);
             engines.push((
                 "burn wgpu",
-                Box::new(move || wgpu.embed_pair(a, b).expect("burn wgpu")),
+                Box::new(move || pair(wgpu.embed(&[a, b]).expect("burn wgpu"))),
             ));
         }
     }
+    #[cfg(feature = "burn")]
+    let batched = {
+        use idyntra_backend::inference::burn_engine::{BurnDevice, BurnEmbedder};
+        #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
+        let mut batched = vec![("burn flex (CPU)", BurnEmbedder::load(BurnDevice::Cpu))];
+        #[cfg(feature = "gpu")]
+        batched.push(("burn wgpu", BurnEmbedder::load(BurnDevice::Wgpu)));
+        batched
+    };
     println!("| engine | runs | p50 ms | mean ms | cosine to tract |");
     println!("|---|---|---|---|---|");
     for (name, run) in &engines {
@@ -80,4 +89,42 @@ fn main() {
             times.iter().sum::<f64>() / runs as f64
         );
     }
+    #[cfg(feature = "burn")]
+    {
+        println!();
+        println!("| engine | crops per call | runs | p50 ms per call | crops per second |");
+        println!("|---|---|---|---|---|");
+        for (name, engine) in &batched {
+            for size in [2usize, 8, 16, 32, 64] {
+                let batch: Vec<&image::RgbImage> = [a, b].into_iter().cycle().take(size).collect();
+                for _ in 0..3 {
+                    engine.embed(&batch).expect("burn");
+                }
+                let mut times: Vec<f64> = (0..runs)
+                    .map(|_| {
+                        let at = Instant::now();
+                        engine.embed(&batch).expect("burn");
+                        at.elapsed().as_secs_f64() * 1000.0
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                let mean = times.iter().sum::<f64>() / runs as f64;
+                println!(
+                    "| {name} | {size} | {runs} | {:.2} | {:.0} |",
+                    times[runs / 2],
+                    size as f64 * 1000.0 / mean
+                );
+            }
+        }
+    }
+}
+
+/// The two embeddings of a pair's run.
+#[cfg(feature = "burn")]
+fn pair(embeddings: Vec<Vec<f32>>) -> [Vec<f32>; 2] {
+    let mut embeddings = embeddings.into_iter();
+    [
+        embeddings.next().unwrap_or_default(),
+        embeddings.next().unwrap_or_default(),
+    ]
 }

@@ -78,7 +78,12 @@ impl App {
             .migrate()
             .await
             .context("applying database migrations")?;
-        let metrics = Arc::new(Metrics::default());
+        let inference = config.inference.clone();
+        let faces =
+            tokio::task::spawn_blocking(move || crate::inference::FaceEngine::load(&inference))
+                .await
+                .context("loading the face models")??;
+        let metrics = Arc::new(Metrics::new(faces.batch_sizes()));
         let redis = match &config.redis_url {
             Some(url) => Some(Arc::new(
                 RedisLink::new(
@@ -100,11 +105,6 @@ impl App {
         let vault = crate::vault::Vault::new(&config.media, &media_master_key(&config)?)?;
         let edge_trust = crate::edge_trust::EdgeTrust::new(&config)?;
         edge_trust.prefetch().await;
-        let inference = config.inference.clone();
-        let faces =
-            tokio::task::spawn_blocking(move || crate::inference::FaceEngine::load(&inference))
-                .await
-                .context("loading the face models")??;
         let client_tokens = ClientTokenIssuer::new(
             signing,
             &config.issuer,

@@ -1,14 +1,17 @@
 //! Grouping concurrent calls into batches: one database statement and one commit for many
 //! session inserts (group commit), one query for many session reads, one Redis script call for
-//! many requests' rate limits.
+//! many requests' rate limits, one model run for many face embeddings.
 //!
 //! A batch is whatever is waiting when a lane becomes free, up to a maximum: an idle server runs
 //! each call at once, alone, so grouping adds no delay; a busy one pays one round trip (and one
 //! commit) for many calls instead of one each, which is what limits a database or Redis under
-//! many concurrent requests.
+//! many concurrent requests. A batcher may also linger: wait up to a set time after the first
+//! call for more, which pays where one run of many items costs little more than one of a single
+//! item (a model on a GPU).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -49,6 +52,16 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<O>> + Send + 'static,
     {
+        Self::spawn_lingering(lanes, max_batch, Duration::ZERO, run)
+    }
+
+    /// Like [`Batcher::spawn`], but a lane that gets fewer than `max_batch` items waits up to
+    /// `linger` from its first item for more before it runs them.
+    pub fn spawn_lingering<F, Fut>(lanes: usize, max_batch: usize, linger: Duration, run: F) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
         let max_batch = max_batch.max(1);
         let lanes = lanes.max(1);
         // Bounded, so a stalled database pushes back on callers instead of growing a queue.
@@ -61,11 +74,24 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
             tokio::spawn(async move {
                 let mut taken = Vec::with_capacity(max_batch);
                 loop {
-                    // One lane waits for work at a time; it lets go as soon as it has some.
-                    let count = receiver.lock().await.recv_many(&mut taken, max_batch).await;
-                    if count == 0 {
+                    // One lane waits for work at a time; it lets go as soon as it has some (or,
+                    // lingering, once the batch is full or its time is up).
+                    let mut queue = receiver.lock().await;
+                    if queue.recv_many(&mut taken, max_batch).await == 0 {
                         return;
                     }
+                    let deadline = tokio::time::Instant::now() + linger;
+                    while taken.len() < max_batch && !linger.is_zero() {
+                        let room = max_batch - taken.len();
+                        match tokio::time::timeout_at(deadline, queue.recv_many(&mut taken, room))
+                            .await
+                        {
+                            Ok(count) if count > 0 => {}
+                            // Closed, or the time is up: run what there is.
+                            _ => break,
+                        }
+                    }
+                    drop(queue);
                     let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = taken
                         .drain(..)
                         .map(|pending: Pending<I, O>| (pending.item, pending.reply))
@@ -159,6 +185,39 @@ mod tests {
         }
         let largest = largest.load(Ordering::SeqCst);
         assert!((1..=4).contains(&largest), "largest batch {largest}");
+    }
+
+    #[tokio::test]
+    async fn a_lingering_batcher_gathers_calls_that_arrive_within_its_wait() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let batcher =
+            Batcher::spawn_lingering(1, 4, Duration::from_millis(300), move |items: Vec<u32>| {
+                seen.lock().unwrap().push(items.len());
+                async move { items }
+            });
+        // Three calls 20 ms apart: one batch, run when the wait is over.
+        let mut calls = Vec::new();
+        for n in 0..3 {
+            let batcher = batcher.clone();
+            calls.push(tokio::spawn(async move { batcher.call(n).await }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.unwrap(), Ok(n as u32));
+        }
+        assert_eq!(*sizes.lock().unwrap(), vec![3]);
+        // Four calls at once fill a batch, which runs without waiting out the linger.
+        sizes.lock().unwrap().clear();
+        let started = std::time::Instant::now();
+        let batcher_full = batcher.clone();
+        let answers = call_at_once(&batcher_full, 4).await;
+        assert!(answers.iter().all(Result::is_ok));
+        assert!(
+            started.elapsed() < Duration::from_millis(250),
+            "a full batch waited"
+        );
+        assert_eq!(*sizes.lock().unwrap(), vec![4]);
     }
 
     #[tokio::test]

@@ -997,5 +997,17 @@ mod tests {
         assert!(error.to_string().contains("database_url"), "{error}");
         let error = load(&[("IDYNTRA_NOT_A_SETTING", "1")]).unwrap_err();
         assert!(error.to_string().contains("not_a_setting"), "{error}");
+        let error = load(&[("IDYNTRA_INFERENCE__BATCH_CROPS", "1")]).unwrap_err();
+        assert!(
+            error.to_string().contains("inference.batch_crops"),
+            "{error}"
+        );
+        let error = load(&[("IDYNTRA_INFERENCE__BATCH_WAIT", "2s")]).unwrap_err();
+        assert!(
+            error.to_string().contains("inference.batch_wait"),
+            "{error}"
+        );
+        let config = load(&[("IDYNTRA_INFERENCE__BATCH_WAIT", "3ms")]).unwrap();
+        assert_eq!(config.inference.batch_wait, Duration::from_millis(3));
     }
 }

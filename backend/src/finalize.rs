@@ -142,7 +142,7 @@ async fn decide(
     );
 
     let evidence_started = Instant::now();
-    let (evidence, model_timings) = app
+    let (selfie, document, mut model_timings) = app
         .faces
         .run(move |models| {
             let mut timings = BTreeMap::new();
@@ -156,7 +156,7 @@ async fn decide(
                         message: format!("{role}: {e}"),
                     })?
                     .image;
-                let located = models.chain.locate(&photo)?;
+                let located = models.locate(&photo)?;
                 timings.insert(format!("{role}_detect_align"), ms(at));
                 Ok::<_, idyntra_models::ModelError>(located)
             };
@@ -165,24 +165,25 @@ async fn decide(
                 .as_deref()
                 .map(|bytes| locate(bytes, "document"))
                 .transpose()?;
-            let mut similarity = None;
-            if let (Some(a), Some(b)) = (
-                selfie.crop.as_ref(),
-                document.as_ref().and_then(|d| d.crop.as_ref()),
-            ) {
-                let at = Instant::now();
-                let [first, second] = models.embed_pair(a, b)?;
-                timings.insert("embed".to_owned(), ms(at));
-                similarity = Some(embedding::cosine(&first, &second));
-            }
-            let evidence = FaceEvidence {
-                selfie_faces: selfie.faces.len(),
-                document_faces: document.map(|d| d.faces.len()),
-                similarity,
-            };
-            Ok((evidence, timings))
+            Ok((selfie, document, timings))
         })
         .await?;
+    let mut similarity = None;
+    if let (Some(a), Some(b)) = (
+        selfie.crop.clone(),
+        document.as_ref().and_then(|d| d.crop.clone()),
+    ) {
+        // Batched with the crops of concurrent finalizes: the time includes the batch's wait.
+        let at = Instant::now();
+        let [first, second] = app.faces.embed_pair([a, b]).await?;
+        model_timings.insert("embed".to_owned(), ms(at));
+        similarity = Some(embedding::cosine(&first, &second));
+    }
+    let evidence = FaceEvidence {
+        selfie_faces: selfie.faces.len(),
+        document_faces: document.map(|d| d.faces.len()),
+        similarity,
+    };
     for (stage, value) in model_timings {
         timings.insert(format!("{stage}_ms"), value);
     }

@@ -2,91 +2,131 @@
 //! at most `inference.queue` waiting (more are refused at once, so callers answer `503` with
 //! `Retry-After` instead of queueing forever), each run under a timeout, and a circuit breaker
 //! that stops sending work to an engine that keeps failing. Models load once, at start-up.
+//!
+//! Embeddings are batched dynamically: the crop pairs of concurrent finalizes are gathered (up to
+//! `inference.batch_crops` crops, waiting at most `inference.batch_wait`) into one run of the
+//! model, which is one run of the pool.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use idyntra_models::{FaceChain, ModelError};
+use idyntra_models::{FaceChain, LocatedFaces, ModelError};
 use image::RgbImage;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
 
+use crate::batch::Batcher;
 use crate::config::{CpuEngine, Device, InferenceConfig};
 
 #[cfg(feature = "burn")]
+pub mod burn_detector;
+#[cfg(feature = "burn")]
 pub mod burn_engine;
 
-/// What runs the face-embedding model.
+/// What runs the face detector and the face-embedding model.
 #[derive(Debug)]
-enum Embedder {
-    /// The chain's own MobileFaceNet on tract.
+enum Engine {
+    /// The chain's own CenterFace and MobileFaceNet on tract.
     Tract,
     #[cfg(feature = "burn")]
-    Burn(Box<burn_engine::BurnEmbedder>),
+    Burn {
+        detector: Box<burn_detector::BurnDetector>,
+        embedder: Box<burn_engine::BurnEmbedder>,
+    },
 }
 
-/// The loaded models: detection and alignment (tract) and the embedder of the configured engine.
+/// The loaded models: the chain (alignment, and tract's runs of its models) and the models of the
+/// configured engine.
 #[derive(Debug)]
 pub struct Models {
     pub chain: FaceChain,
-    embedder: Embedder,
+    engine: Engine,
 }
 
 impl Models {
-    /// The embeddings of two aligned crops.
-    pub fn embed_pair(&self, a: &RgbImage, b: &RgbImage) -> Result<[Vec<f32>; 2], ModelError> {
-        match &self.embedder {
-            Embedder::Tract => {
-                let mut embeddings = self.chain.embed(&[a, b])?.into_iter();
-                match (embeddings.next(), embeddings.next()) {
-                    (Some(first), Some(second)) => Ok([first, second]),
-                    _ => Err(ModelError {
-                        model: "mobilefacenet",
-                        message: "two embeddings expected".to_owned(),
-                    }),
-                }
-            }
+    /// The faces of `photo`, largest first, with the aligned crop of the largest.
+    pub fn locate(&self, photo: &RgbImage) -> Result<LocatedFaces, ModelError> {
+        match &self.engine {
+            Engine::Tract => self.chain.locate(photo),
             #[cfg(feature = "burn")]
-            Embedder::Burn(burn) => burn.embed_pair(a, b),
+            Engine::Burn { detector, .. } => Ok(FaceChain::located(
+                photo,
+                detector.detect(photo, self.chain.detection_threshold)?,
+            )),
         }
+    }
+
+    /// The embeddings of aligned crops, in order: one run of the model on burn (the file's batch
+    /// is dynamic), runs of two on tract (its plan is optimised for a batch of two).
+    pub fn embed(&self, crops: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        match &self.engine {
+            Engine::Tract => self.chain.embed(crops),
+            #[cfg(feature = "burn")]
+            Engine::Burn { embedder, .. } => embedder.embed(crops),
+        }
+    }
+
+    /// The embeddings of crop pairs, from one batch of all their crops.
+    fn embed_pairs(&self, pairs: &[CropPair]) -> Result<Vec<[Vec<f32>; 2]>, ModelError> {
+        let crops: Vec<&RgbImage> = pairs.iter().flatten().collect();
+        let mut embeddings = self.embed(&crops)?.into_iter();
+        let mut answers = Vec::with_capacity(pairs.len());
+        while let (Some(first), Some(second)) = (embeddings.next(), embeddings.next()) {
+            answers.push([first, second]);
+        }
+        if answers.len() != pairs.len() {
+            return Err(ModelError::new(
+                "mobilefacenet",
+                format!("{} embeddings for {} crops", answers.len() * 2, crops.len()),
+            ));
+        }
+        Ok(answers)
     }
 
     /// The name recorded in results: `tract-cpu`, `burn-flex` or `burn-wgpu`.
     pub fn engine(&self) -> &'static str {
-        match &self.embedder {
-            Embedder::Tract => "tract-cpu",
+        match &self.engine {
+            Engine::Tract => "tract-cpu",
             #[cfg(feature = "burn")]
-            Embedder::Burn(burn) => burn.engine(),
+            Engine::Burn { embedder, .. } => embedder.engine(),
         }
     }
 }
 
-/// The embedder `config` asks for, if this build has it.
-fn embedder(config: &InferenceConfig) -> anyhow::Result<Embedder> {
+/// The engine `config` asks for, if this build has it.
+fn engine(config: &InferenceConfig) -> anyhow::Result<Engine> {
     // A build with the `gpu` feature is made for GPU nodes: `auto` uses wgpu there.
     let gpu = matches!(config.device, Device::Gpu)
         || (config.device == Device::Auto && cfg!(feature = "gpu"));
     if gpu {
         #[cfg(feature = "gpu")]
-        return Ok(Embedder::Burn(Box::new(burn_engine::BurnEmbedder::load(
-            burn_engine::BurnDevice::Wgpu,
-        ))));
+        return burn(burn_engine::BurnDevice::Wgpu);
         #[cfg(not(feature = "gpu"))]
         anyhow::bail!(
             "configuration: inference.device: gpu needs a build with the `gpu` feature; use auto or cpu"
         );
     }
     match config.cpu_engine {
-        CpuEngine::Tract => Ok(Embedder::Tract),
+        CpuEngine::Tract => Ok(Engine::Tract),
         #[cfg(feature = "burn")]
-        CpuEngine::Burn => Ok(Embedder::Burn(Box::new(burn_engine::BurnEmbedder::load(
-            burn_engine::BurnDevice::Cpu,
-        )))),
+        CpuEngine::Burn => burn(burn_engine::BurnDevice::Cpu),
         #[cfg(not(feature = "burn"))]
         CpuEngine::Burn => anyhow::bail!(
             "configuration: inference.cpu_engine: burn needs a build with the `burn` feature; use tract"
         ),
     }
+}
+
+#[cfg(feature = "burn")]
+fn burn(device: burn_engine::BurnDevice) -> anyhow::Result<Engine> {
+    Ok(Engine::Burn {
+        detector: Box::new(
+            burn_detector::BurnDetector::load(device, FaceChain::CANVAS)
+                .map_err(|e| anyhow::anyhow!("loading the face detector: {e}"))?,
+        ),
+        embedder: Box::new(burn_engine::BurnEmbedder::load(device)),
+    })
 }
 
 /// Why a run did not produce an answer.
@@ -170,10 +210,29 @@ impl Breaker {
     }
 }
 
-/// The loaded models and the pool that runs them.
+/// Two aligned crops to compare: a selfie's and a document portrait's.
+pub type CropPair = [RgbImage; 2];
+
+/// The answer to one pair of a batch.
+type PairEmbeddings = Result<[Vec<f32>; 2], InferenceError>;
+
+/// The loaded models, the pool that runs them and the batcher of embeddings.
 #[derive(Debug)]
 pub struct FaceEngine {
+    pool: Arc<Pool>,
+    /// Started on first use, on the runtime of the caller (loading happens off any runtime).
+    embeddings: OnceLock<Batcher<CropPair, PairEmbeddings>>,
+    batch_pairs: usize,
+    batch_wait: Duration,
+    /// Crops per embedding run (exported as `idyntra_inference_batch_crops`).
+    batch_sizes: Histogram,
+}
+
+/// The bounded pool that runs the models.
+#[derive(Debug)]
+struct Pool {
     models: Arc<Models>,
+    workers: usize,
     waiting: Arc<Semaphore>,
     running: Arc<Semaphore>,
     timeout: Duration,
@@ -187,10 +246,10 @@ pub struct FaceEngine {
 impl FaceEngine {
     /// Loads the bundled models for `config.device`.
     pub fn load(config: &InferenceConfig) -> anyhow::Result<Self> {
-        let embedder = embedder(config)?;
+        let engine = engine(config)?;
         let chain = FaceChain::bundled(FaceChain::CANVAS)
             .map_err(|e| anyhow::anyhow!("loading the face models: {e}"))?;
-        Ok(Self::with_models(Models { chain, embedder }, config))
+        Ok(Self::with_models(Models { chain, engine }, config))
     }
 
     fn with_models(models: Models, config: &InferenceConfig) -> Self {
@@ -199,8 +258,9 @@ impl FaceEngine {
         } else {
             config.workers
         };
-        Self {
+        let pool = Pool {
             models: Arc::new(models),
+            workers,
             waiting: Arc::new(Semaphore::new(config.queue + workers)),
             running: Arc::new(Semaphore::new(workers)),
             timeout: config.timeout,
@@ -211,29 +271,81 @@ impl FaceEngine {
                 cooldown: config.breaker_cooldown,
                 state: Mutex::new(BreakerState::default()),
             },
+        };
+        Self {
+            pool: Arc::new(pool),
+            embeddings: OnceLock::new(),
+            batch_pairs: (config.batch_crops / 2).max(1),
+            batch_wait: config.batch_wait,
+            batch_sizes: crate::telemetry::batch_histogram(),
         }
     }
 
     pub fn engine(&self) -> &'static str {
-        self.models.engine()
+        self.pool.models.engine()
     }
 
     pub fn chain(&self) -> &FaceChain {
-        &self.models.chain
+        &self.pool.models.chain
+    }
+
+    /// The histogram of crops per embedding run, to register with the metrics.
+    pub fn batch_sizes(&self) -> Histogram {
+        self.batch_sizes.clone()
     }
 
     /// Whether the engine takes work (readiness).
     pub fn is_available(&self) -> bool {
-        !self.breaker.is_open()
+        !self.pool.breaker.is_open()
     }
 
     /// Model runs admitted and not finished: running, or waiting for a worker.
     pub fn in_flight(&self) -> usize {
-        self.capacity - self.waiting.available_permits()
+        self.pool.capacity - self.pool.waiting.available_permits()
     }
 
     /// Runs `work` on the models in the pool, under the timeout.
     pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Models) -> Result<T, ModelError> + Send + 'static,
+    ) -> Result<T, InferenceError> {
+        self.pool.run(work).await
+    }
+
+    /// The embeddings of a crop pair, computed in one model run with the pairs of other
+    /// finalizes waiting at the same time. The batch is one run of the pool: it is refused,
+    /// times out or fails as a whole.
+    pub async fn embed_pair(&self, pair: CropPair) -> PairEmbeddings {
+        let batcher = self.embeddings.get_or_init(|| {
+            let pool = self.pool.clone();
+            let sizes = self.batch_sizes.clone();
+            // As many batches at once as the pool runs models: a free worker takes what waits.
+            Batcher::spawn_lingering(
+                self.pool.workers,
+                self.batch_pairs,
+                self.batch_wait,
+                move |pairs: Vec<CropPair>| {
+                    let pool = pool.clone();
+                    sizes.observe((pairs.len() * 2) as f64);
+                    async move {
+                        let count = pairs.len();
+                        match pool.run(move |models| models.embed_pairs(&pairs)).await {
+                            Ok(embeddings) => embeddings.into_iter().map(Ok).collect(),
+                            Err(error) => vec![Err(error); count],
+                        }
+                    }
+                },
+            )
+        });
+        batcher
+            .call(pair)
+            .await
+            .unwrap_or_else(|_| Err(InferenceError::Failed("the batch was not run".to_owned())))
+    }
+}
+
+impl Pool {
+    async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Models) -> Result<T, ModelError> + Send + 'static,
     ) -> Result<T, InferenceError> {
@@ -410,6 +522,104 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(early.await.unwrap(), Ok(()));
         assert!(!engine.is_available(), "a stale success closed the breaker");
+    }
+
+    /// Aligned crops of three fixture photos.
+    fn crops() -> Vec<RgbImage> {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
+        ["img1.jpg", "img2.jpg", "img13.jpg"]
+            .iter()
+            .map(|name| {
+                let photo = image::open(format!("{faces}/{name}")).unwrap().to_rgb8();
+                chain.locate(&photo).unwrap().crop.unwrap()
+            })
+            .collect()
+    }
+
+    /// The runs and crops a batch-size histogram has recorded.
+    fn runs_and_crops(histogram: &Histogram) -> (u64, f64) {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("batch", "", histogram.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|value| value.trim().parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} in {text}"))
+        };
+        (value("batch_count ") as u64, value("batch_sum "))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_pairs_share_a_model_run_and_each_gets_its_own_embeddings() {
+        let engine = engine(&config(16, 1, Duration::from_secs(60)));
+        let crops = crops();
+        let pairs: Vec<CropPair> = (0..6)
+            .map(|i| [crops[i % 3].clone(), crops[(i + 1) % 3].clone()])
+            .collect();
+        let alone: Vec<Vec<Vec<f32>>> = pairs
+            .iter()
+            .map(|[a, b]| engine.pool.models.embed(&[a, b]).unwrap())
+            .collect();
+        // The only worker is busy: the pairs queue up behind it.
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                engine
+                    .run(move |_| {
+                        let _ = wait.recv();
+                        Ok(())
+                    })
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let calls: Vec<_> = pairs
+            .into_iter()
+            .map(|pair| {
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.embed_pair(pair).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        release.send(()).unwrap();
+        assert_eq!(busy.await.unwrap(), Ok(()));
+        for (call, alone) in calls.into_iter().zip(alone) {
+            let together = call.await.unwrap().unwrap();
+            for (a, b) in together.iter().zip(&alone) {
+                let agreement = idyntra_models::embedding::cosine(a, b);
+                assert!(agreement >= 0.99999, "cosine {agreement}");
+            }
+        }
+        let (runs, crops) = runs_and_crops(&engine.batch_sizes());
+        assert_eq!(crops, 12.0);
+        // The pair the lane took first waits for the worker alone; the others gather behind it.
+        assert!(runs <= 2, "{runs} model runs for 6 pairs");
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_of_its_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let fault = dir.path().join("fail-models");
+        std::fs::write(&fault, b"").unwrap();
+        let engine = engine(&InferenceConfig {
+            fault_marker: Some(fault),
+            ..config(4, 1, Duration::from_secs(5))
+        });
+        let blank = RgbImage::new(112, 112);
+        let answers = futures::future::join_all(
+            (0..3).map(|_| engine.embed_pair([blank.clone(), blank.clone()])),
+        )
+        .await;
+        for answer in answers {
+            assert!(
+                matches!(answer, Err(InferenceError::Failed(_))),
+                "{answer:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -86,6 +86,7 @@ pub struct Metrics {
     pub jobs_due: Family<KindLabels, Gauge>,
     pub inference_in_flight: Gauge,
     pub inference_breaker_open: Gauge,
+    pub inference_batch_crops: Histogram,
 }
 
 /// The kind of a job.
@@ -105,8 +106,21 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 15))
 }
 
+/// Buckets of the crops in one embedding run: 2, 4, … 256.
+pub fn batch_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(2.0, 2.0, 8))
+}
+
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(batch_histogram())
+    }
+}
+
+impl Metrics {
+    /// The metrics, with the face engine's histogram of embedding batch sizes, which the engine
+    /// records into.
+    pub fn new(inference_batch_crops: Histogram) -> Self {
         let mut registry = Registry::with_prefix("idyntra");
         let http_requests = Family::<RouteLabels, Counter>::default();
         registry.register(
@@ -174,6 +188,11 @@ impl Default for Metrics {
             "1 while the models' circuit breaker refuses work in this process",
             inference_breaker_open.clone(),
         );
+        registry.register(
+            "inference_batch_crops",
+            "Face crops embedded per model run (dynamic batches of concurrent finalizes)",
+            inference_batch_crops.clone(),
+        );
         Self {
             registry,
             webhook_attempts,
@@ -181,6 +200,7 @@ impl Default for Metrics {
             jobs_due,
             inference_in_flight,
             inference_breaker_open,
+            inference_batch_crops,
             http_requests,
             http_duration,
             rate_limit_rejections,

@@ -84,12 +84,18 @@ impl FaceChain {
 
     /// The faces of `photo`, largest first, with the aligned crop of the largest.
     pub fn locate(&self, photo: &RgbImage) -> Result<LocatedFaces, ModelError> {
-        let mut faces = self.detector.detect(photo, self.detection_threshold)?;
+        let faces = self.detector.detect(photo, self.detection_threshold)?;
+        Ok(Self::located(photo, faces))
+    }
+
+    /// `faces` of `photo` found by any engine running CenterFace, largest first, with the aligned
+    /// crop of the largest.
+    pub fn located(photo: &RgbImage, mut faces: Vec<Face>) -> LocatedFaces {
         faces.sort_by(|a, b| b.bbox.area().total_cmp(&a.bbox.area()));
         let crop = faces
             .first()
             .and_then(|face| align(photo, &face.landmarks, &ARCFACE_112, embedding::CROP_SIZE));
-        Ok(LocatedFaces { faces, crop })
+        LocatedFaces { faces, crop }
     }
 
     /// One embedding per aligned crop, in order.

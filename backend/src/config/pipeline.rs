@@ -114,6 +114,13 @@ pub struct InferenceConfig {
     pub workers: usize,
     /// Runs waiting for a worker before more are refused with `503`.
     pub queue: usize,
+    /// Most face crops embedded in one run of the model: concurrent finalizes' crops are
+    /// gathered into one batch.
+    pub batch_crops: usize,
+    /// How long a batch waits after its first pair for more before it runs (0: it takes what is
+    /// waiting when a worker is free, and never waits).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub batch_wait: Duration,
     /// Longest one finalize may spend in the models.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub timeout: Duration,
@@ -140,6 +147,14 @@ impl Default for InferenceConfig {
             },
             workers: 0,
             queue: 64,
+            batch_crops: 32,
+            // On a GPU a batch of many crops costs about what one of two does: a short wait fills
+            // batches under load. On the CPU the crops' cost adds up, so waiting gains nothing.
+            batch_wait: if cfg!(feature = "gpu") {
+                Duration::from_millis(5)
+            } else {
+                Duration::ZERO
+            },
             timeout: Duration::from_secs(10),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
@@ -314,6 +329,18 @@ pub fn validate(config: &super::Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "inference",
             "queue, timeout and breaker_failures must be greater than zero",
+        ));
+    }
+    if !(2..=256).contains(&inference.batch_crops) {
+        return Err(ConfigError::invalid(
+            "inference.batch_crops",
+            "must be 2 (one pair) to 256",
+        ));
+    }
+    if inference.batch_wait > Duration::from_secs(1) {
+        return Err(ConfigError::invalid(
+            "inference.batch_wait",
+            "must be at most 1s",
         ));
     }
     if let Some(threshold) = config.decision.face_match_threshold

@@ -19,12 +19,31 @@ mod generated {
 
 const NAME: &str = "mobilefacenet";
 
-/// Which burn device the model runs on.
+/// Which burn device the models run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BurnDevice {
     Cpu,
     #[cfg(feature = "gpu")]
     Wgpu,
+}
+
+impl BurnDevice {
+    pub fn device(self) -> Device {
+        match self {
+            BurnDevice::Cpu => Device::flex(),
+            #[cfg(feature = "gpu")]
+            BurnDevice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        }
+    }
+
+    /// `burn-flex` or `burn-wgpu`.
+    pub fn engine(self) -> &'static str {
+        match self {
+            BurnDevice::Cpu => "burn-flex",
+            #[cfg(feature = "gpu")]
+            BurnDevice::Wgpu => "burn-wgpu",
+        }
+    }
 }
 
 pub struct BurnEmbedder {
@@ -43,11 +62,7 @@ impl std::fmt::Debug for BurnEmbedder {
 
 impl BurnEmbedder {
     pub fn load(kind: BurnDevice) -> Self {
-        let device = match kind {
-            BurnDevice::Cpu => Device::flex(),
-            #[cfg(feature = "gpu")]
-            BurnDevice::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        };
+        let device = kind.device();
         Self {
             model: generated::Model::from_embedded(&device),
             device,
@@ -57,19 +72,15 @@ impl BurnEmbedder {
 
     /// `burn-flex` or `burn-wgpu`.
     pub fn engine(&self) -> &'static str {
-        match self.kind {
-            BurnDevice::Cpu => "burn-flex",
-            #[cfg(feature = "gpu")]
-            BurnDevice::Wgpu => "burn-wgpu",
-        }
+        self.kind.engine()
     }
 
-    /// The `[2 × 192]` embeddings of a `[2, 3, 112, 112]` input.
-    pub fn raw_outputs(&self, input: Vec<f32>) -> Result<Vec<f32>, ModelError> {
+    /// The `[N × 192]` embeddings of an `[N, 3, 112, 112]` input of `count` crops.
+    pub fn raw_outputs(&self, input: Vec<f32>, count: usize) -> Result<Vec<f32>, ModelError> {
         let side = embedding::CROP_SIZE as usize;
-        let shape = [embedding::BATCH, 3, side, side];
-        if input.len() != shape.iter().product::<usize>() {
-            return Err(error("the input must be 2 × 3 × 112 × 112"));
+        let shape = [count, 3, side, side];
+        if count == 0 || input.len() != shape.iter().product::<usize>() {
+            return Err(error("the input must be N × 3 × 112 × 112, N ≥ 1"));
         }
         let input = Tensor::<4>::from_data(TensorData::new(input, shape), &self.device);
         self.model
@@ -79,17 +90,17 @@ impl BurnEmbedder {
             .map_err(|e| error(&format!("{e:?}")))
     }
 
-    /// The embeddings of two aligned crops, in order.
-    pub fn embed_pair(
-        &self,
-        first: &RgbImage,
-        second: &RgbImage,
-    ) -> Result<[Vec<f32>; 2], ModelError> {
-        if !embedding::crops_fit(first, second) {
+    /// The embeddings of aligned crops, in order, from one run of the model (the file's batch
+    /// is dynamic).
+    pub fn embed(&self, crops: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if crops.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !embedding::crops_fit(crops) {
             return Err(error("crops must be 112×112"));
         }
-        embedding::split_pair(&self.raw_outputs(embedding::input_tensor([first, second]))?)
-            .ok_or_else(|| error("unexpected output size"))
+        let outputs = self.raw_outputs(embedding::input_tensor(crops), crops.len())?;
+        embedding::split(&outputs, crops.len()).ok_or_else(|| error("unexpected output size"))
     }
 }
 
@@ -125,7 +136,7 @@ mod tests {
         let burn = BurnEmbedder::load(device);
         let crops = crops();
         for pair in [(&crops[0], &crops[1]), (&crops[1], &crops[2])] {
-            let ours = burn.embed_pair(pair.0, pair.1).unwrap();
+            let ours = burn.embed(&[pair.0, pair.1]).unwrap();
             let theirs = chain.embed(&[pair.0, pair.1]).unwrap();
             for (a, b) in ours.iter().zip(&theirs) {
                 let agreement = embedding::cosine(a, b);
@@ -137,6 +148,32 @@ mod tests {
             .abs();
             assert!(score_gap < 1e-3, "{}: score gap {score_gap}", burn.engine());
         }
+    }
+
+    /// One run of many crops gives each crop the embedding it gets alone.
+    fn a_batch_gives_each_crop_its_own_embedding(device: BurnDevice) {
+        let burn = BurnEmbedder::load(device);
+        let crops = crops();
+        let batch: Vec<&RgbImage> = crops.iter().cycle().take(7).collect();
+        let together = burn.embed(&batch).unwrap();
+        assert_eq!(together.len(), 7);
+        for (crop, embedding) in batch.iter().zip(&together) {
+            let alone = burn.embed(&[crop]).unwrap();
+            let agreement = embedding::cosine(&alone[0], embedding);
+            assert!(agreement >= 0.9999, "{}: cosine {agreement}", burn.engine());
+        }
+        assert!(burn.embed(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn burn_flex_batches_dynamically() {
+        a_batch_gives_each_crop_its_own_embedding(BurnDevice::Cpu);
+    }
+
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn burn_wgpu_batches_dynamically() {
+        a_batch_gives_each_crop_its_own_embedding(BurnDevice::Wgpu);
     }
 
     #[test]
