@@ -49,6 +49,8 @@ pub struct App {
     pub vault: crate::vault::Vault,
     /// The face models of finalize, on their bounded pool.
     pub faces: Arc<crate::inference::FaceEngine>,
+    /// What the models found in sessions' images, for repeated finalizes.
+    pub face_cache: crate::face_cache::FaceCache,
     /// When each key's `last_used_at` was last written, so a busy key costs one write a minute.
     key_touches: Mutex<HashMap<String, i64>>,
 }
@@ -111,6 +113,8 @@ impl App {
             &config.sessions.client_token_audience,
             config.sessions.client_token_ttl,
         );
+        let face_cache =
+            crate::face_cache::FaceCache::new(config.inference.cache_ttl, redis.clone());
         Ok(Self {
             key_hasher: KeyHasher::new(pepper),
             key_cache: KeyCache::new(config.api_keys.cache_ttl),
@@ -123,6 +127,7 @@ impl App {
             edge_trust,
             vault,
             faces: Arc::new(faces),
+            face_cache,
             config,
             key_touches: Mutex::new(HashMap::new()),
         })

@@ -67,21 +67,21 @@ impl Models {
         }
     }
 
-    /// The embeddings of crop pairs, from one batch of all their crops.
-    fn embed_pairs(&self, pairs: &[CropPair]) -> Result<Vec<[Vec<f32>; 2]>, ModelError> {
-        let crops: Vec<&RgbImage> = pairs.iter().flatten().collect();
-        let mut embeddings = self.embed(&crops)?.into_iter();
-        let mut answers = Vec::with_capacity(pairs.len());
-        while let (Some(first), Some(second)) = (embeddings.next(), embeddings.next()) {
-            answers.push([first, second]);
-        }
-        if answers.len() != pairs.len() {
+    /// The embeddings of each group's crops (one finalize's), from one batch of all of them.
+    fn embed_groups(&self, groups: &[Vec<RgbImage>]) -> Result<Vec<Vec<Vec<f32>>>, ModelError> {
+        let crops: Vec<&RgbImage> = groups.iter().flatten().collect();
+        let embeddings = self.embed(&crops)?;
+        if embeddings.len() != crops.len() {
             return Err(ModelError::new(
                 "mobilefacenet",
-                format!("{} embeddings for {} crops", answers.len() * 2, crops.len()),
+                format!("{} embeddings for {} crops", embeddings.len(), crops.len()),
             ));
         }
-        Ok(answers)
+        let mut embeddings = embeddings.into_iter();
+        Ok(groups
+            .iter()
+            .map(|group| embeddings.by_ref().take(group.len()).collect())
+            .collect())
     }
 
     /// The name recorded in results: `tract-cpu`, `burn-flex` or `burn-wgpu`.
@@ -210,19 +210,20 @@ impl Breaker {
     }
 }
 
-/// Two aligned crops to compare: a selfie's and a document portrait's.
-pub type CropPair = [RgbImage; 2];
+/// The answer to one group of crops of a batch.
+type GroupEmbeddings = Result<Vec<Vec<f32>>, InferenceError>;
 
-/// The answer to one pair of a batch.
-type PairEmbeddings = Result<[Vec<f32>; 2], InferenceError>;
+/// Most crops one finalize embeds: a selfie's and a document portrait's.
+const CROPS_PER_FINALIZE: usize = 2;
 
 /// The loaded models, the pool that runs them and the batcher of embeddings.
 #[derive(Debug)]
 pub struct FaceEngine {
     pool: Arc<Pool>,
     /// Started on first use, on the runtime of the caller (loading happens off any runtime).
-    embeddings: OnceLock<Batcher<CropPair, PairEmbeddings>>,
-    batch_pairs: usize,
+    embeddings: OnceLock<Batcher<Vec<RgbImage>, GroupEmbeddings>>,
+    /// Finalizes per batch: `inference.batch_crops` crops at most.
+    batch_groups: usize,
     batch_wait: Duration,
     /// Crops per embedding run (exported as `idyntra_inference_batch_crops`).
     batch_sizes: Histogram,
@@ -275,7 +276,7 @@ impl FaceEngine {
         Self {
             pool: Arc::new(pool),
             embeddings: OnceLock::new(),
-            batch_pairs: (config.batch_crops / 2).max(1),
+            batch_groups: (config.batch_crops / CROPS_PER_FINALIZE).max(1),
             batch_wait: config.batch_wait,
             batch_sizes: crate::telemetry::batch_histogram(),
         }
@@ -312,24 +313,30 @@ impl FaceEngine {
         self.pool.run(work).await
     }
 
-    /// The embeddings of a crop pair, computed in one model run with the pairs of other
-    /// finalizes waiting at the same time. The batch is one run of the pool: it is refused,
-    /// times out or fails as a whole.
-    pub async fn embed_pair(&self, pair: CropPair) -> PairEmbeddings {
+    /// The embeddings of one finalize's aligned crops (at most two), computed in one model run
+    /// with the crops of other finalizes waiting at the same time. The batch is one run of the
+    /// pool: it is refused, times out or fails as a whole.
+    pub async fn embed(&self, crops: Vec<RgbImage>) -> GroupEmbeddings {
+        if crops.len() > CROPS_PER_FINALIZE {
+            return Err(InferenceError::Failed(format!(
+                "{} crops in one call; at most {CROPS_PER_FINALIZE}",
+                crops.len()
+            )));
+        }
         let batcher = self.embeddings.get_or_init(|| {
             let pool = self.pool.clone();
             let sizes = self.batch_sizes.clone();
             // As many batches at once as the pool runs models: a free worker takes what waits.
             Batcher::spawn_lingering(
                 self.pool.workers,
-                self.batch_pairs,
+                self.batch_groups,
                 self.batch_wait,
-                move |pairs: Vec<CropPair>| {
+                move |groups: Vec<Vec<RgbImage>>| {
                     let pool = pool.clone();
-                    sizes.observe((pairs.len() * 2) as f64);
+                    sizes.observe(groups.iter().map(Vec::len).sum::<usize>() as f64);
                     async move {
-                        let count = pairs.len();
-                        match pool.run(move |models| models.embed_pairs(&pairs)).await {
+                        let count = groups.len();
+                        match pool.run(move |models| models.embed_groups(&groups)).await {
                             Ok(embeddings) => embeddings.into_iter().map(Ok).collect(),
                             Err(error) => vec![Err(error); count],
                         }
@@ -338,7 +345,7 @@ impl FaceEngine {
             )
         });
         batcher
-            .call(pair)
+            .call(crops)
             .await
             .unwrap_or_else(|_| Err(InferenceError::Failed("the batch was not run".to_owned())))
     }
@@ -553,15 +560,20 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_pairs_share_a_model_run_and_each_gets_its_own_embeddings() {
+    async fn concurrent_finalizes_share_a_model_run_and_each_gets_its_own_embeddings() {
         let engine = engine(&config(16, 1, Duration::from_secs(60)));
         let crops = crops();
-        let pairs: Vec<CropPair> = (0..6)
-            .map(|i| [crops[i % 3].clone(), crops[(i + 1) % 3].clone()])
+        // Pairs, and one finalize with a selfie only.
+        let mut pairs: Vec<Vec<RgbImage>> = (0..5)
+            .map(|i| vec![crops[i % 3].clone(), crops[(i + 1) % 3].clone()])
             .collect();
+        pairs.push(vec![crops[2].clone()]);
         let alone: Vec<Vec<Vec<f32>>> = pairs
             .iter()
-            .map(|[a, b]| engine.pool.models.embed(&[a, b]).unwrap())
+            .map(|group| {
+                let group: Vec<&RgbImage> = group.iter().collect();
+                engine.pool.models.embed(&group).unwrap()
+            })
             .collect();
         // The only worker is busy: the pairs queue up behind it.
         let (release, wait) = std::sync::mpsc::channel::<()>();
@@ -581,7 +593,7 @@ mod tests {
             .into_iter()
             .map(|pair| {
                 let engine = engine.clone();
-                tokio::spawn(async move { engine.embed_pair(pair).await })
+                tokio::spawn(async move { engine.embed(pair).await })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -589,19 +601,20 @@ mod tests {
         assert_eq!(busy.await.unwrap(), Ok(()));
         for (call, alone) in calls.into_iter().zip(alone) {
             let together = call.await.unwrap().unwrap();
+            assert_eq!(together.len(), alone.len());
             for (a, b) in together.iter().zip(&alone) {
                 let agreement = idyntra_models::embedding::cosine(a, b);
                 assert!(agreement >= 0.99999, "cosine {agreement}");
             }
         }
         let (runs, crops) = runs_and_crops(&engine.batch_sizes());
-        assert_eq!(crops, 12.0);
-        // The pair the lane took first waits for the worker alone; the others gather behind it.
-        assert!(runs <= 2, "{runs} model runs for 6 pairs");
+        assert_eq!(crops, 11.0);
+        // The group the lane took first waits for the worker alone; the others gather behind it.
+        assert!(runs <= 2, "{runs} model runs for 6 finalizes");
     }
 
     #[tokio::test]
-    async fn a_failed_batch_fails_each_of_its_pairs() {
+    async fn a_failed_batch_fails_each_of_its_finalizes() {
         let dir = tempfile::tempdir().unwrap();
         let fault = dir.path().join("fail-models");
         std::fs::write(&fault, b"").unwrap();
@@ -611,7 +624,7 @@ mod tests {
         });
         let blank = RgbImage::new(112, 112);
         let answers = futures::future::join_all(
-            (0..3).map(|_| engine.embed_pair([blank.clone(), blank.clone()])),
+            (0..3).map(|_| engine.embed(vec![blank.clone(), blank.clone()])),
         )
         .await;
         for answer in answers {

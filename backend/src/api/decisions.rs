@@ -209,7 +209,11 @@ pub async fn redact(
         .redact(&principal.account_id, &id, now, &audit, &[event])
         .await?
     {
-        Transition::Done(session) => Ok(Json(view(&session, now))),
+        Transition::Done(session) => {
+            // Unreadable already (its data key is gone); dropped so nothing lingers.
+            app.face_cache.forget(&id).await;
+            Ok(Json(view(&session, now)))
+        }
         Transition::Refused(session) if session.redacted_at.is_some() => {
             Ok(Json(view(&session, now)))
         }

@@ -121,6 +121,10 @@ pub struct InferenceConfig {
     /// waiting when a worker is free, and never waits).
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub batch_wait: Duration,
+    /// How long what the models found in a session's images (face count, embedding) is kept,
+    /// sealed with the session's data key, for a repeated finalize (0: not kept).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub cache_ttl: Duration,
     /// Longest one finalize may spend in the models.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub timeout: Duration,
@@ -155,6 +159,7 @@ impl Default for InferenceConfig {
             } else {
                 Duration::ZERO
             },
+            cache_ttl: Duration::from_secs(600),
             timeout: Duration::from_secs(10),
             breaker_failures: 5,
             breaker_cooldown: Duration::from_secs(30),
@@ -335,6 +340,12 @@ pub fn validate(config: &super::Config) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid(
             "inference.batch_crops",
             "must be 2 (one pair) to 256",
+        ));
+    }
+    if inference.cache_ttl > Duration::from_secs(3600) {
+        return Err(ConfigError::invalid(
+            "inference.cache_ttl",
+            "must be at most 1h: it holds biometric templates",
         ));
     }
     if inference.batch_wait > Duration::from_secs(1) {
