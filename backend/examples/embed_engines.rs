@@ -1,7 +1,8 @@
 //! Latency of one face-embedding call (a batch of two aligned crops) on every engine this build
 //! has: `cargo run --release -p idyntra-backend [--features burn|gpu] --example embed_engines [RUNS]`.
 //! The same input on each; prints p50 and mean milliseconds, and the embeddings' agreement with
-//! tract's. Then, for burn's engines, the throughput of dynamic batches of 2 to 64 crops.
+//! tract's. Then, for burn's engines, the throughput of dynamic batches of 2 to 64 crops, and
+//! the latency of the face detector (CenterFace on the 320×320 canvas) on each engine.
 
 use std::time::Instant;
 
@@ -95,7 +96,7 @@ fn main() {
         println!("| engine | crops per call | runs | p50 ms per call | crops per second |");
         println!("|---|---|---|---|---|");
         for (name, engine) in &batched {
-            for size in [2usize, 8, 16, 32, 64] {
+            for size in [2usize, 4, 8, 16, 32, 64] {
                 let batch: Vec<&image::RgbImage> = [a, b].into_iter().cycle().take(size).collect();
                 for _ in 0..3 {
                     engine.embed(&batch).expect("burn");
@@ -116,7 +117,51 @@ fn main() {
                 );
             }
         }
+        use idyntra_backend::inference::burn_detector::BurnDetector;
+        use idyntra_backend::inference::burn_engine::BurnDevice;
+        use idyntra_models::{CenterFaceDetector, bundled, centerface};
+        let photo = image::open(format!("{faces}/img1.jpg"))
+            .expect("fixture photo")
+            .to_rgb8();
+        let canvas = FaceChain::CANVAS;
+        let (input, _) = centerface::input_tensor(&photo, canvas);
+        println!();
+        println!("| CenterFace {canvas}×{canvas}, one photo | runs | p50 ms |");
+        println!("|---|---|---|");
+        let tract = CenterFaceDetector::load(bundled::CENTERFACE.onnx, canvas).expect("tract");
+        let ms = median_ms(runs, || {
+            tract.raw_outputs(&input).expect("tract");
+        });
+        println!("| tract (CPU) | {runs} | {ms:.2} |");
+        #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
+        let mut devices = vec![("burn flex (CPU)", BurnDevice::Cpu)];
+        #[cfg(feature = "gpu")]
+        devices.push(("burn wgpu", BurnDevice::Wgpu));
+        for (name, device) in devices {
+            let burn = BurnDetector::load(device, canvas).expect("burn");
+            let ms = median_ms(runs, || {
+                burn.raw_outputs(input.clone()).expect("burn");
+            });
+            println!("| {name} | {runs} | {ms:.2} |");
+        }
     }
+}
+
+/// Milliseconds of `run`, median of `runs` after three warm-up runs.
+#[cfg(feature = "burn")]
+fn median_ms(runs: usize, mut run: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        run();
+    }
+    let mut times: Vec<f64> = (0..runs)
+        .map(|_| {
+            let at = Instant::now();
+            run();
+            at.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[runs / 2]
 }
 
 /// The two embeddings of a pair's run.

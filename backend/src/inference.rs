@@ -407,6 +407,7 @@ mod tests {
         InferenceConfig {
             workers,
             queue,
+            batch_crops: 32,
             timeout,
             breaker_failures: 2,
             breaker_cooldown: Duration::from_millis(200),

@@ -15,10 +15,14 @@ use std::time::{Duration, Instant};
 /// It is built with the selection `cargo test --workspace` makes (every package, the tests
 /// included) or, for the release-built benchmarks, `cargo build --release --workspace --bins`:
 /// cargo unifies the features of shared dependencies over what is selected, so a narrower build
-/// here would compile many dependencies a second time.
+/// here would compile many dependencies a second time. `IDYNTRA_BINARY` names a binary built
+/// already (the benchmarks of a build with other features, or of an older commit).
 pub fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        if let Some(prebuilt) = std::env::var_os("IDYNTRA_BINARY") {
+            return PathBuf::from(prebuilt);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
         build.args(["build", "--workspace", "--bins"]);

@@ -6,6 +6,8 @@
 //! upload), then finalizes them at concurrency 1, 8 and 32 and prints one row per level: requests,
 //! throughput, p50/p95/p99. It also times the media upload alone (attestation check, hashing,
 //! encryption, storage: everything of the pipeline that is not model inference) at concurrency 8.
+//! A second table gives, per level, the median of each stage the results record (`timings_ms`):
+//! where a finalize's time goes.
 
 use std::time::{Duration, Instant};
 
@@ -115,13 +117,16 @@ async fn main() {
         assert_eq!(response.status(), 200, "upload");
     }
     let mut ids = prepared.into_iter().map(|(id, _, _)| id);
+    let mut stages = Vec::new();
     for concurrency in levels {
+        let timings = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let jobs: Vec<_> = ids
             .by_ref()
             .take(concurrency * rounds)
             .map(|id| {
                 let url = format!("{base}/v1/sessions/{id}/finalize");
                 let key = key.clone();
+                let timings = timings.clone();
                 move || async move {
                     let response = http()
                         .post(url)
@@ -130,6 +135,11 @@ async fn main() {
                         .await
                         .expect("finalize");
                     assert_eq!(response.status(), 200, "finalize");
+                    let session: serde_json::Value = response.json().await.expect("a session");
+                    timings
+                        .lock()
+                        .expect("timings")
+                        .push(session["result"]["timings_ms"].clone());
                 }
             })
             .collect();
@@ -139,6 +149,36 @@ async fn main() {
             &latencies,
             wall,
         );
+        let timings = std::mem::take(&mut *timings.lock().expect("timings"));
+        stages.push((concurrency, timings));
     }
     server.stop();
+    println!();
+    let names: std::collections::BTreeSet<String> = stages
+        .iter()
+        .flat_map(|(_, timings)| timings.iter())
+        .filter_map(serde_json::Value::as_object)
+        .flat_map(|stage| stage.keys().cloned())
+        .collect();
+    println!(
+        "| stage median ms | {} |",
+        levels.map(|c| format!("concurrency {c}")).join(" | ")
+    );
+    println!("|---|{}", "---|".repeat(levels.len()));
+    for name in names {
+        let cells: Vec<String> = stages
+            .iter()
+            .map(|(_, timings)| {
+                let mut values: Vec<f64> =
+                    timings.iter().filter_map(|t| t[&name].as_f64()).collect();
+                values.sort_by(f64::total_cmp);
+                if values.is_empty() {
+                    "–".to_owned()
+                } else {
+                    format!("{:.1}", percentile(&values, 50.0))
+                }
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
 }
