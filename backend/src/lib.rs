@@ -20,6 +20,7 @@ pub mod edge_trust;
 pub mod error;
 pub mod eval;
 pub mod events;
+pub mod evidence;
 pub mod face_cache;
 pub mod finalize;
 pub mod idempotency;
