@@ -399,6 +399,20 @@ impl Pool {
     }
 }
 
+/// Aligned crops of three fixture photos (img1, img2, img13), for the engines' tests.
+#[cfg(test)]
+pub(crate) fn fixture_crops() -> Vec<RgbImage> {
+    let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+    let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
+    ["img1.jpg", "img2.jpg", "img13.jpg"]
+        .iter()
+        .map(|name| {
+            let photo = image::open(format!("{faces}/{name}")).unwrap().to_rgb8();
+            chain.locate(&photo).unwrap().crop.unwrap()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,21 +433,30 @@ mod tests {
         Arc::new(FaceEngine::load(config).unwrap())
     }
 
+    /// A run that holds a worker until the sender is used (or dropped).
+    fn occupy(
+        engine: &Arc<FaceEngine>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), InferenceError>>,
+    ) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let engine = engine.clone();
+        let run = tokio::spawn(async move {
+            engine
+                .run(move |_| {
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+        });
+        (release, run)
+    }
+
     #[tokio::test]
     async fn a_full_queue_refuses_and_failures_open_the_breaker() {
         let engine = engine(&config(1, 1, Duration::from_secs(5)));
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let busy = {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .run(move |_| {
-                        let _ = wait.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let (release, busy) = occupy(&engine);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let queued = {
             let engine = engine.clone();
@@ -502,18 +525,7 @@ mod tests {
     #[tokio::test]
     async fn a_run_started_before_the_breaker_opened_does_not_close_it() {
         let engine = engine(&config(4, 2, Duration::from_secs(5)));
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let early = {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .run(move |_| {
-                        let _ = wait.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let (release, early) = occupy(&engine);
         tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..2 {
             let failed = engine
@@ -530,19 +542,6 @@ mod tests {
         release.send(()).unwrap();
         assert_eq!(early.await.unwrap(), Ok(()));
         assert!(!engine.is_available(), "a stale success closed the breaker");
-    }
-
-    /// Aligned crops of three fixture photos.
-    fn crops() -> Vec<RgbImage> {
-        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
-        let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
-        ["img1.jpg", "img2.jpg", "img13.jpg"]
-            .iter()
-            .map(|name| {
-                let photo = image::open(format!("{faces}/{name}")).unwrap().to_rgb8();
-                chain.locate(&photo).unwrap().crop.unwrap()
-            })
-            .collect()
     }
 
     /// The runs and crops a batch-size histogram has recorded.
@@ -563,7 +562,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_finalizes_share_a_model_run_and_each_gets_its_own_embeddings() {
         let engine = engine(&config(16, 1, Duration::from_secs(60)));
-        let crops = crops();
+        let crops = fixture_crops();
         // Pairs, and one finalize with a selfie only.
         let mut pairs: Vec<Vec<RgbImage>> = (0..5)
             .map(|i| vec![crops[i % 3].clone(), crops[(i + 1) % 3].clone()])
@@ -577,18 +576,7 @@ mod tests {
             })
             .collect();
         // The only worker is busy: the pairs queue up behind it.
-        let (release, wait) = std::sync::mpsc::channel::<()>();
-        let busy = {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .run(move |_| {
-                        let _ = wait.recv();
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let (release, busy) = occupy(&engine);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let calls: Vec<_> = pairs
             .into_iter()

@@ -116,19 +116,7 @@ mod tests {
     use idyntra_models::FaceChain;
 
     use super::*;
-
-    /// Aligned crops of two fixture photos.
-    fn crops() -> Vec<RgbImage> {
-        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
-        let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
-        ["img1.jpg", "img2.jpg", "img13.jpg"]
-            .iter()
-            .map(|name| {
-                let photo = image::open(format!("{faces}/{name}")).unwrap().to_rgb8();
-                chain.locate(&photo).unwrap().crop.unwrap()
-            })
-            .collect()
-    }
+    use crate::inference::fixture_crops as crops;
 
     /// burn and tract run the same ONNX file: their embeddings must agree.
     fn agrees_with_tract(device: BurnDevice) {
