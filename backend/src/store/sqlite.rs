@@ -1,6 +1,8 @@
 //! The embedded default: one SQLite file in WAL mode.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use idyntra_types::SessionStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -33,6 +35,53 @@ pub struct SqliteStore {
     /// of up to 100 ms each, which showed as a long latency tail under load).
     writer: SqlitePool,
     sessions: SessionBatches,
+    /// Stops the checkpointer when the last clone of the store goes.
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// Pages the WAL may hold before the writer copies them into the database itself. A backstop
+/// only: the checkpointer below normally does it first, off the write path (64 MiB of 4 KiB pages).
+const WRITER_CHECKPOINT_PAGES: &str = "16384";
+
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// Copies committed pages from the WAL into the database on a connection of its own. SQLite
+/// otherwise does this in the commit that crosses its threshold, on the one writer connection: a
+/// media upload's megabyte then waits, and so does every write queued behind it, for the copy and
+/// its fsync. A passive checkpoint takes no write lock, so writes go on meanwhile.
+#[derive(Debug)]
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Checkpointer {
+    fn start(connection: SqlitePool) -> Self {
+        Self(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                ticks.tick().await;
+                let outcome = sqlx::query("pragma wal_checkpoint(passive)")
+                    .execute(&connection)
+                    .await;
+                // Said once per spell of failures: the writer's own checkpoints still run.
+                match outcome {
+                    Err(error) if !failing => {
+                        tracing::warn!(%error, "the WAL checkpoint failed; retrying");
+                        failing = true;
+                    }
+                    Err(_) => {}
+                    Ok(_) => failing = false,
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl SqliteStore {
@@ -49,6 +98,15 @@ impl SqliteStore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(config.acquire_timeout)
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES),
+            )
+            .await?;
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(config.acquire_timeout)
             .connect_with(options.clone())
             .await?;
         let pool = SqlitePoolOptions::new()
@@ -63,6 +121,7 @@ impl SqliteStore {
             pool,
             writer,
             sessions,
+            _checkpointer: Arc::new(Checkpointer::start(checkpointer)),
         })
     }
 }
@@ -129,3 +188,42 @@ impl_pipeline_store!(
      and (locked_until is null or locked_until <= $1) order by run_at limit 1) \
      returning job_id, kind, payload, dedupe_key, run_at, attempts, locked_until, last_error, created_at, done_at"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Committed pages reach the database file without the writer checkpointing: its threshold
+    /// is far above what is written here, so only the checkpointer can have copied them.
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoint.db");
+        let store = SqliteStore::connect(
+            &format!("sqlite://{}", path.display()),
+            &DatabaseConfig::default(),
+        )
+        .await
+        .unwrap();
+        sqlx::query("create table filler (bytes blob not null)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        for _ in 0..50 {
+            sqlx::query("insert into filler (bytes) values (zeroblob(16384))")
+                .execute(&store.writer)
+                .await
+                .unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&path).unwrap().len() < before + 50 * 16384 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes",
+                std::fs::metadata(&path).unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}

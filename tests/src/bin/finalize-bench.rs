@@ -1,11 +1,12 @@
-//! Finalize latency and throughput on the real binary: `finalize-bench [ROUNDS]`.
+//! Finalize latency and throughput on the real binary: `finalize-bench [ROUNDS] [UPLOADS]`.
 //!
 //! Starts `idyntra serve` on a fresh embedded setup (or, with `FINALIZE_BENCH_STORE=postgres`, on a
 //! fresh PostgreSQL database with Redis; rate limits off), prepares passive sessions
 //! (a session, the embedded edge's attestation of a selfie and a document photo, the media
 //! upload), then finalizes them at concurrency 1, 8 and 32 and prints one row per level: requests,
 //! throughput, p50/p95/p99. It also times the media upload alone (attestation check, hashing,
-//! encryption, storage: everything of the pipeline that is not model inference) at concurrency 8.
+//! encryption, storage: everything of the pipeline that is not model inference) at concurrency 8,
+//! over `UPLOADS` sessions (8 × `ROUNDS` by default; a few hundred give a steady rate).
 //! A second table gives, per level, the median of each stage the results record (`timings_ms`):
 //! where a finalize's time goes.
 
@@ -53,10 +54,9 @@ fn row(what: &str, latencies: &[f64], wall: Duration) {
 
 #[tokio::main]
 async fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(4);
+    let argument = |n: usize| std::env::args().nth(n).and_then(|n| n.parse().ok());
+    let rounds: usize = argument(1).unwrap_or(4);
+    let upload_count: usize = argument(2).unwrap_or(8 * rounds);
     let postgres = std::env::var("FINALIZE_BENCH_STORE").as_deref() == Ok("postgres");
     let mut setup = if postgres {
         Setup::postgres_and_redis().await
@@ -76,7 +76,7 @@ async fn main() {
     let selfie = registry_photo_bytes("obama.jpg");
     let document = registry_photo_bytes("obama2.jpg");
     let levels = [1usize, 8, 32];
-    let total: usize = levels.iter().map(|c| c * rounds).sum::<usize>() + 8 * rounds;
+    let total: usize = levels.iter().map(|c| c * rounds).sum::<usize>() + upload_count;
     eprintln!("preparing {total} attested sessions…");
     let mut prepared = Vec::with_capacity(total);
     for _ in 0..total {
@@ -88,7 +88,7 @@ async fn main() {
     }
     println!("| what | requests | per second | p50 ms | p95 ms | p99 ms |");
     println!("|---|---|---|---|---|---|");
-    let uploads: Vec<_> = prepared.drain(..8 * rounds).collect();
+    let uploads: Vec<_> = prepared.drain(..upload_count).collect();
     let base = server.base_url.clone();
     let jobs: Vec<_> = uploads
         .into_iter()
