@@ -176,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fault = dir.path().join("fail-models");
         let app = app(&dir, &fault).await;
-        let (key, _, _) = app.vault.new_data_key("ses_a");
+        let (key, _, _) = app.vault.new_data_key("ses_a").unwrap();
         let (first, timings) = evidence(&app, "ses_a", &key, "img2.jpg").await.unwrap();
         assert!(first.similarity.is_some(), "{first:?}");
         assert!(timings.contains_key("embed"));
@@ -192,13 +192,13 @@ mod tests {
             Err(FinalizeError::Inference(_))
         ));
         // Another session with the same photos never sees this session's entries.
-        let (other_key, _, _) = app.vault.new_data_key("ses_b");
+        let (other_key, _, _) = app.vault.new_data_key("ses_b").unwrap();
         assert!(matches!(
             evidence(&app, "ses_b", &other_key, "img2.jpg").await,
             Err(FinalizeError::Inference(_))
         ));
         // Nor does this session once its data key changed (redaction destroys it).
-        let (new_key, _, _) = app.vault.new_data_key("ses_a");
+        let (new_key, _, _) = app.vault.new_data_key("ses_a").unwrap();
         assert!(matches!(
             evidence(&app, "ses_a", &new_key, "img2.jpg").await,
             Err(FinalizeError::Inference(_))

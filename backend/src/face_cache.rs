@@ -129,7 +129,9 @@ impl FaceCache {
         let Ok(plain) = serde_json::to_vec(faces) else {
             return;
         };
-        let sealed = data_key.seal(&entry.context, &plain);
+        let Ok(sealed) = data_key.seal(&entry.context, &plain) else {
+            return;
+        };
         match &self.redis {
             Some(redis) => {
                 let Ok(mut connection) = redis.connection().await else {
@@ -210,7 +212,7 @@ mod tests {
     /// The story every store of the cache must tell.
     async fn remembers_only_what_it_was_given(cache: &FaceCache, session: &str) {
         let vault = vault();
-        let (key, _, _) = vault.new_data_key(session);
+        let (key, _, _) = vault.new_data_key(session).unwrap();
         let selfie = CacheEntry::new(session, "selfie", b"selfie bytes", "burn-flex|m1");
         assert_eq!(cache.get(&key, &selfie).await, None);
         cache.put(&key, &selfie, &found()).await;
@@ -221,7 +223,7 @@ mod tests {
         assert_eq!(cache.get(&key, &other_image).await, None);
         let other_models = CacheEntry::new(session, "selfie", b"selfie bytes", "tract-cpu|m1");
         assert_eq!(cache.get(&key, &other_models).await, None);
-        let (other_key, _, _) = vault.new_data_key(session);
+        let (other_key, _, _) = vault.new_data_key(session).unwrap();
         assert_eq!(cache.get(&other_key, &selfie).await, None);
         // The document is its own entry.
         let document = CacheEntry::new(session, "document", b"selfie bytes", "burn-flex|m1");
@@ -239,7 +241,7 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_and_a_zero_ttl_caches_nothing() {
         let vault = vault();
-        let (key, _, _) = vault.new_data_key("ses_ttl");
+        let (key, _, _) = vault.new_data_key("ses_ttl").unwrap();
         let entry = CacheEntry::new("ses_ttl", "selfie", b"bytes", "m");
         let cache = FaceCache::new(Duration::from_millis(50), None);
         cache.put(&key, &entry, &found()).await;
@@ -267,7 +269,7 @@ mod tests {
         remembers_only_what_it_was_given(&cache, "ses_redis").await;
         // What Redis holds is sealed: the embedding is not readable from it.
         let vault = vault();
-        let (key, _, _) = vault.new_data_key("ses_redis2");
+        let (key, _, _) = vault.new_data_key("ses_redis2").unwrap();
         let entry = CacheEntry::new("ses_redis2", "selfie", b"bytes", "m");
         cache.put(&key, &entry, &found()).await;
         let mut connection = redis.connection().await.unwrap();

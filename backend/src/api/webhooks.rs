@@ -168,7 +168,8 @@ pub async fn create(
     let secret = webhooks::new_secret();
     let (master_kid, sealed_secret) = app
         .vault
-        .seal_secret(&secret_context(&id), secret.as_bytes());
+        .seal_secret(&secret_context(&id), secret.as_bytes())
+        .map_err(anyhow::Error::from)?;
     let record = WebhookEndpointRecord {
         webhook_endpoint_id: id.clone(),
         account_id: principal.account_id.clone(),
