@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use idyntra_types::FrameTiming;
-use multer::{Constraints, Multipart, SizeLimit};
+use multer::{Constraints, Field, Multipart, SizeLimit};
 use serde_json::Value;
 
 /// How much a capture may hold.
@@ -188,7 +188,9 @@ async fn read(
         .map_err(|error| refusal(error, parts))?
     {
         let name = field.name().unwrap_or_default().to_owned();
-        let bytes = field.bytes().await.map_err(|error| refusal(error, parts))?;
+        let bytes = part_bytes(field)
+            .await
+            .map_err(|error| refusal(error, parts))?;
         match name.as_str() {
             "selfie" => {
                 if capture.selfies.len() == limits.max_selfie_parts {
@@ -230,6 +232,25 @@ async fn read(
         capture.signals = object;
     }
     Ok(capture)
+}
+
+/// A part's bytes. The body is read whole before parsing, so a part comes as one slice of
+/// multer's buffer and is kept as it is: a megabyte image is not copied again. Only a part that
+/// arrived in pieces is joined.
+async fn part_bytes(mut field: Field<'static>) -> Result<Bytes, multer::Error> {
+    let Some(first) = field.chunk().await? else {
+        return Ok(Bytes::new());
+    };
+    let Some(second) = field.chunk().await? else {
+        return Ok(first);
+    };
+    let mut joined = BytesMut::with_capacity(first.len() + second.len());
+    joined.extend_from_slice(&first);
+    joined.extend_from_slice(&second);
+    while let Some(chunk) = field.chunk().await? {
+        joined.extend_from_slice(&chunk);
+    }
+    Ok(joined.freeze())
 }
 
 fn once(slot: &mut Option<Bytes>, bytes: Bytes, name: &str) -> Result<(), CaptureError> {
@@ -287,6 +308,80 @@ pub mod form {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parts are slices of the one buffer the body was read into, at their places in the
+    /// body: an image is not copied once per part.
+    #[test]
+    fn parts_of_a_body_read_whole_are_not_copied() {
+        let (one, two) = (vec![1u8; 4096], vec![2u8; 4096]);
+        let parts = [("selfie", one.as_slice()), ("selfie", two.as_slice())];
+        let capture = parse(&parts, &CaptureLimits::default()).unwrap();
+        let body = form::body(parts);
+        let at = |needle: &[u8]| {
+            body.windows(needle.len())
+                .position(|w| w == needle)
+                .unwrap()
+        };
+        let apart_in_body = (at(&two) - at(&one)) as isize;
+        let apart_in_memory =
+            capture.selfies[1].as_ptr() as isize - capture.selfies[0].as_ptr() as isize;
+        assert_eq!(apart_in_memory, apart_in_body);
+    }
+
+    /// `body` as a network delivers it: 7-byte chunks, each after a wait.
+    fn trickle(body: &[u8]) -> Multipart<'static> {
+        let mut chunks: std::collections::VecDeque<Bytes> =
+            body.chunks(7).map(Bytes::copy_from_slice).collect();
+        let mut waited = false;
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            waited = !waited;
+            if waited {
+                cx.waker().wake_by_ref();
+                return std::task::Poll::Pending;
+            }
+            std::task::Poll::Ready(chunks.pop_front().map(Ok::<_, Infallible>))
+        });
+        Multipart::new(stream, form::BOUNDARY)
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+        }
+    }
+
+    #[test]
+    fn a_part_that_arrives_in_pieces_is_joined_whole() {
+        let image: Vec<u8> = (0..=255).cycle().take(5000).collect();
+        let body = form::body([
+            ("selfie", image.as_slice()),
+            ("document", b"doc".as_slice()),
+        ]);
+        // The pieces are really there to join.
+        let pieces = block_on(async {
+            let mut multipart = trickle(&body);
+            let mut field = multipart.next_field().await.unwrap().unwrap();
+            let mut pieces = 0;
+            while field.chunk().await.unwrap().is_some() {
+                pieces += 1;
+            }
+            pieces
+        });
+        assert!(pieces > 100, "{pieces} pieces");
+        let parts = block_on(async {
+            let mut multipart = trickle(&body);
+            let mut parts = Vec::new();
+            while let Some(field) = multipart.next_field().await.unwrap() {
+                parts.push(part_bytes(field).await.unwrap());
+            }
+            parts
+        });
+        assert_eq!(parts, [Bytes::from(image), Bytes::from_static(b"doc")]);
+    }
 
     fn parse(parts: &[(&str, &[u8])], limits: &CaptureLimits) -> Result<Capture, CaptureError> {
         let body = form::body(parts.iter().copied());
