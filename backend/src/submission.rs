@@ -34,6 +34,10 @@ impl From<StoreError> for UploadError {
     }
 }
 
+fn internal(error: impl Into<anyhow::Error>) -> UploadError {
+    UploadError::Internal(error.into())
+}
+
 fn refuse(status: u16, code: &str, title: &str, detail: impl Into<String>) -> UploadError {
     UploadError::Refused(Box::new(
         Problem::new(status, code, title).with_detail(detail.into()),
@@ -262,28 +266,27 @@ pub async fn upload(
         ));
     }
     let images = match_images(&attested, &capture)?;
-    if !first_use(app, &attested.jti, attested.exp).await {
-        return Err(replayed());
-    }
 
-    let (data_key, master_kid, wrapped_key) = app.vault.new_data_key(id);
+    let (data_key, master_kid, wrapped_key) = app.vault.new_data_key(id).map_err(internal)?;
     let purge_at = now.saturating_add(clock::ms(app.config.media.retention));
     let media = images
         .into_iter()
         .map(|(role, index, sha256, bytes)| {
             let role = role_name(role);
             let idx = i32::try_from(index).unwrap_or(i32::MAX);
-            MediaRecord {
+            Ok(MediaRecord {
                 session_id: id.to_owned(),
                 role: role.to_owned(),
                 idx,
                 sha256,
-                sealed: data_key.seal(&media_context(id, role, idx), &bytes),
+                sealed: data_key
+                    .seal(&media_context(id, role, idx), &bytes)
+                    .map_err(internal)?,
                 created_at: now,
                 purge_at: Some(purge_at),
-            }
+            })
         })
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>, UploadError>>()?;
     let submission = Submission {
         account_id: claims.acct.clone(),
         session_id: id.to_owned(),
@@ -298,11 +301,7 @@ pub async fn upload(
             jti: attested.jti.clone(),
             session_id: id.to_owned(),
             issuer: attested.iss.clone(),
-            claims: Json(
-                serde_json::to_value(&attested)
-                    .map_err(anyhow::Error::from)
-                    .map_err(UploadError::Internal)?,
-            ),
+            claims: Json(serde_json::to_value(&attested).map_err(internal)?),
             expires_at: attested.exp.saturating_mul(1000),
             received_at: now,
         },
@@ -324,7 +323,12 @@ pub async fn upload(
     submitted.status = SessionStatus::Submitted.as_str().to_owned();
     submitted.updated_at = now;
     let event = crate::events::job("session.submitted", &submitted, now);
-    let stored = app.store.submit(&submission, &audit, &[event]).await;
+    // Claimed last, once nothing but the store can fail: an upload refused before this point
+    // leaves the attestation usable for a retry.
+    if !first_use(app, &attested.jti, attested.exp).await {
+        return Err(replayed());
+    }
+    let stored = app.store.submit(submission, &audit, &[event]).await;
     if !matches!(stored, Ok(Transition::Done(_))) {
         // Nothing was stored: the same attestation may be tried again.
         forget_use(app, &attested.jti).await;

@@ -155,9 +155,11 @@ pub trait PipelineStore: Send + Sync {
     /// Stores a verified capture and moves the session from `created` (unexpired) to
     /// `submitted`, with `jobs` (the `session.submitted` event), in one transaction. A `jti`
     /// seen before is [`StoreError::Conflict`](super::StoreError::Conflict)`("attestation")`.
+    /// The submission is taken whole so that its sealed images move into the query instead of
+    /// being copied.
     async fn submit(
         &self,
-        submission: &Submission,
+        submission: Submission,
         audit: &AuditEvent,
         jobs: &[JobRecord],
     ) -> StoreResult<Transition>;
@@ -262,7 +264,7 @@ macro_rules! impl_pipeline_store {
         impl PipelineStore for $store {
             async fn submit(
                 &self,
-                submission: &Submission,
+                submission: Submission,
                 audit: &AuditEvent,
                 jobs: &[JobRecord],
             ) -> StoreResult<Transition> {
@@ -310,13 +312,13 @@ macro_rules! impl_pipeline_store {
                 .execute(&mut *tx)
                 .await?;
                 let sql = format!("insert into media ({MEDIA_COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7)");
-                for m in &submission.media {
+                for m in submission.media {
                     sqlx::query(&sql)
                         .bind(&m.session_id)
                         .bind(&m.role)
                         .bind(m.idx)
                         .bind(&m.sha256)
-                        .bind(&m.sealed)
+                        .bind(m.sealed)
                         .bind(m.created_at)
                         .bind(m.purge_at)
                         .execute(&mut *tx)
