@@ -6,7 +6,9 @@
 //! upload), then finalizes them at concurrency 1, 8 and 32 and prints one row per level: requests,
 //! throughput, p50/p95/p99. It also times the media upload alone (attestation check, hashing,
 //! encryption, storage: everything of the pipeline that is not model inference) at concurrency 8,
-//! over `UPLOADS` sessions (8 × `ROUNDS` by default; a few hundred give a steady rate).
+//! over `UPLOADS` sessions (8 × `ROUNDS` by default; a few hundred give a steady rate), with the
+//! CPU time each upload took in the server and in this client (Linux): unlike the rate, that
+//! stays comparable when something else shares the machine.
 //! A second table gives, per level, the median of each stage the results record (`timings_ms`):
 //! where a finalize's time goes.
 
@@ -39,6 +41,16 @@ where
     }
     latencies.sort_by(f64::total_cmp);
     (latencies, started.elapsed())
+}
+
+/// CPU time (user and system, every thread) process `pid` has used, in ms; Linux only.
+fn cpu_ms(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // state is field 3, utime and stime fields 14 and 15, in USER_HZ ticks (100 a second).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = |field: usize| fields.get(field - 3)?.parse::<f64>().ok();
+    Some((ticks(14)? + ticks(15)?) * 10.0)
 }
 
 fn row(what: &str, latencies: &[f64], wall: Duration) {
@@ -100,7 +112,16 @@ async fn main() {
             }
         })
         .collect();
+    let server_pid = server.pid().to_string();
+    let cpu = || Some((cpu_ms(&server_pid)?, cpu_ms("self")?));
+    let cpu_before = cpu();
     let (latencies, wall) = drive(jobs, 8).await;
+    let upload_cpu = cpu_before
+        .zip(cpu())
+        .map(|((server0, client0), (server1, client1))| {
+            let per_upload = |ms: f64| ms / upload_count.max(1) as f64;
+            (per_upload(server1 - server0), per_upload(client1 - client0))
+        });
     row(
         "media upload, concurrency 8 (no model inference)",
         &latencies,
@@ -153,6 +174,10 @@ async fn main() {
         stages.push((concurrency, timings));
     }
     server.stop();
+    if let Some((server, client)) = upload_cpu {
+        println!();
+        println!("CPU per media upload: server {server:.2} ms, benchmark client {client:.2} ms");
+    }
     println!();
     let names: std::collections::BTreeSet<String> = stages
         .iter()
