@@ -20,6 +20,9 @@ pub enum VaultError {
     Damaged,
     #[error("the operating system's random number generator failed")]
     NoRandomness,
+    /// Beyond GCM's 64 GiB limit, far above any upload cap.
+    #[error("the data is too large to seal")]
+    TooLarge,
 }
 
 /// An AES-256-GCM key. ring's implementation is used for its speed on megabyte images (AES-NI
@@ -40,26 +43,31 @@ impl Cipher {
     fn seal(&self, context: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
         let mut nonce = [0; NONCE_LEN];
         random(&mut nonce)?;
-        Ok(self.seal_with_nonce(nonce, context, plaintext))
+        self.seal_with_nonce(nonce, context, plaintext)
     }
 
     /// The sealed form is built in one buffer, encrypted where it lies: a megabyte image is
     /// copied once.
-    fn seal_with_nonce(&self, nonce: [u8; NONCE_LEN], context: &str, plaintext: &[u8]) -> Vec<u8> {
+    fn seal_with_nonce(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        context: &str,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, VaultError> {
         let tag_len = AES_256_GCM.tag_len();
         let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + tag_len);
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(plaintext);
-        // Sealing fails only beyond GCM's 64 GiB limit, far above any upload cap.
-        match self.0.seal_in_place_separate_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(context.as_bytes()),
-            &mut sealed[NONCE_LEN..],
-        ) {
-            Ok(tag) => sealed.extend_from_slice(tag.as_ref()),
-            Err(_) => sealed.clear(),
-        }
-        sealed
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut sealed[NONCE_LEN..],
+            )
+            .map_err(|_| VaultError::TooLarge)?;
+        sealed.extend_from_slice(tag.as_ref());
+        Ok(sealed)
     }
 
     fn open(&self, context: &str, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
@@ -281,7 +289,9 @@ mod tests {
         let key: [u8; 32] = std::array::from_fn(|i| i as u8);
         let nonce: [u8; NONCE_LEN] = std::array::from_fn(|i| 0xa0 + i as u8);
         let cipher = Cipher::new(&key);
-        let sealed = cipher.seal_with_nonce(nonce, "ses_1/selfie/0", b"jpeg bytes");
+        let sealed = cipher
+            .seal_with_nonce(nonce, "ses_1/selfie/0", b"jpeg bytes")
+            .unwrap();
         assert_eq!(hex::encode(&sealed), SEALED);
         let earlier = hex::decode(SEALED).unwrap();
         assert_eq!(
