@@ -280,8 +280,9 @@ mod tests {
     }
 
     /// Sealed data stays readable across implementations: this is standard AES-256-GCM over
-    /// `nonce || ciphertext || tag`, as sealed by the `aes-gcm` crate and by Python's
-    /// `cryptography` (`AESGCM(key).encrypt(nonce, b"jpeg bytes", b"ses_1/selfie/0")`).
+    /// `nonce || ciphertext || tag`, the layout the `aes-gcm` crate wrote before. The vector comes
+    /// from another implementation, Python's `cryptography`
+    /// (`AESGCM(key).encrypt(nonce, b"jpeg bytes", b"ses_1/selfie/0")`).
     #[test]
     fn sealing_matches_a_known_answer_and_opens_what_earlier_versions_sealed() {
         const SEALED: &str =
