@@ -27,6 +27,13 @@ pub const MOBILEFACENET: BundledModel = BundledModel {
     onnx: include_bytes!("../onnx/mobilefacenet.onnx"),
 };
 
+/// The passive presentation-attack model (a Deep Tree Network port; `pad.rs`).
+pub const ANTISPOOFING: BundledModel = BundledModel {
+    name: "antispoofing",
+    sha256: "e21bc8d9002c5cf3c44916f9ac49aa6f55893d6747919f8308d572f56ba06e40",
+    onnx: include_bytes!("../onnx/antispoofing.onnx"),
+};
+
 #[cfg(test)]
 mod tests {
     use sha2::{Digest, Sha256};
@@ -36,7 +43,12 @@ mod tests {
     #[test]
     fn embedded_bytes_match_their_recorded_sha256() {
         let sums = include_str!("../onnx/SHA256SUMS");
-        for model in [CENTERFACE, BLAZEFACE_SHORT_RANGE, MOBILEFACENET] {
+        for model in [
+            CENTERFACE,
+            BLAZEFACE_SHORT_RANGE,
+            MOBILEFACENET,
+            ANTISPOOFING,
+        ] {
             assert_eq!(
                 hex::encode(Sha256::digest(model.onnx)),
                 model.sha256,

@@ -20,9 +20,12 @@ pub mod evaluation;
 pub mod face;
 pub mod liveness;
 pub mod liveness_samples;
+pub mod pad;
 pub mod quality;
 pub mod tract_runner;
 
 pub use chain::{FaceChain, FrameQuality, LocatedFaces, MatchPolicy};
 pub use face::{BoundingBox, Face, Point};
-pub use tract_runner::{BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, ModelError};
+pub use tract_runner::{
+    AntiSpoofingModel, BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, ModelError,
+};

@@ -12,6 +12,7 @@ use crate::centerface::{self, OutputMaps};
 use crate::embedding;
 use crate::face::Face;
 use crate::face::Point;
+use crate::pad;
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +217,45 @@ impl MobileFaceNetEmbedder {
     }
 }
 
+/// The passive presentation-attack model on tract: one face crop per run.
+#[derive(Debug, Clone)]
+pub struct AntiSpoofingModel {
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl AntiSpoofingModel {
+    const NAME: &'static str = "antispoofing";
+    const SHAPE: [usize; 4] = [1, pad::INPUT, pad::INPUT, 3];
+
+    pub fn load(onnx: &[u8]) -> Result<Self, ModelError> {
+        Ok(Self {
+            plan: plan(onnx, Self::NAME, &Self::SHAPE)?,
+        })
+    }
+
+    /// The leaf classifications and the mask of the reached leaf, `[8]` each, for a
+    /// `[1, 256, 256, 3]` input.
+    pub fn raw_outputs(&self, input: &[f32]) -> Result<[Vec<f32>; 2], ModelError> {
+        let outputs = run_raw(&self.plan, Self::NAME, &Self::SHAPE, input)?;
+        match <[Vec<f32>; 2]>::try_from(outputs) {
+            Ok([classes, mask]) if classes.len() == pad::LEAVES && mask.len() == pad::LEAVES => {
+                Ok([classes, mask])
+            }
+            _ => Err(ModelError::new(Self::NAME, "unexpected outputs")),
+        }
+    }
+
+    /// The score of `face` in `photo` (below [`pad::DTN_THRESHOLD`] reads as live); `None` when
+    /// the face has no area inside the photo.
+    pub fn score(&self, photo: &RgbImage, face: &Face) -> Result<Option<f32>, ModelError> {
+        let Some(input) = pad::input_tensor(photo, face) else {
+            return Ok(None);
+        };
+        let [classes, mask] = self.raw_outputs(&input)?;
+        Ok(Some(pad::leaf_score(&classes, &mask)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use image::Rgb;
@@ -313,6 +353,25 @@ mod tests {
         );
         // Two crops of the same photo are one face.
         assert!(score("img1.jpg", "img1.jpg") > 0.99);
+    }
+
+    #[test]
+    fn the_anti_spoofing_model_reaches_one_leaf_and_scores_its_classification() {
+        let model = AntiSpoofingModel::load(crate::bundled::ANTISPOOFING.onnx).unwrap();
+        let photo = fixture("img1.jpg");
+        let face = detector().detect(&photo, 0.5).unwrap().remove(0);
+        let input = pad::input_tensor(&photo, &face).unwrap();
+        let [classes, mask] = model.raw_outputs(&input).unwrap();
+        assert_eq!(mask.iter().filter(|&&m| m == 1.0).count(), 1, "{mask:?}");
+        assert_eq!(mask.iter().filter(|&&m| m == 0.0).count(), pad::LEAVES - 1);
+        let score = model.score(&photo, &face).unwrap().unwrap();
+        assert_eq!(score, pad::leaf_score(&classes, &mask));
+        assert!(score.is_finite() && score >= 0.0, "{score}");
+        // A face entirely outside the photo has nothing to score.
+        let mut outside = face.clone();
+        outside.bbox.x1 += 10_000.0;
+        outside.bbox.x2 += 10_000.0;
+        assert_eq!(model.score(&photo, &outside).unwrap(), None);
     }
 
     #[test]

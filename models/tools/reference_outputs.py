@@ -57,6 +57,10 @@ def main():
             "regressors": [values(row) for row in regressors[kept]],
             "logits": values(logits[kept]),
         }
+    for person in PEOPLE:
+        # Channels last, as the TFLite original: [1, 256, 256, 3], RGB / 255.
+        crop = pixels(f"antispoofing_{person}").transpose(0, 2, 3, 1) / 255.0
+        result[f"antispoofing_{person}"] = sampled(run("antispoofing", crop), 1)
     crops = np.concatenate([pixels(f"mobilefacenet_{p}") for p in PEOPLE])
     result["mobilefacenet_" + "_".join(PEOPLE)] = sampled(run("mobilefacenet", (crops - 127.5) / 128.0), 1)
     (REFERENCE / "outputs.json").write_text(json.dumps(result) + "\n")
