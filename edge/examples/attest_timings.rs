@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use idyntra_edge::{AttestRequest, Checker, EdKey, Edge, EdgeSettings, KeySet, jwt, sample};
+use idyntra_edge::{
+    AttestRequest, Checker, EdKey, Edge, EdgeSettings, KeySet, PassivePad, jwt, sample,
+};
 use idyntra_models::liveness_samples::Answer;
 use idyntra_types::{CLIENT_TOKEN_SCOPE, ClientTokenClaims, LivenessMode};
 
@@ -21,6 +23,31 @@ const NOW: i64 = 1_800_000_000;
 fn median_ms(mut samples: Vec<Duration>) -> f64 {
     samples.sort();
     samples[samples.len() / 2].as_secs_f64() * 1000.0
+}
+
+/// A client token for `session`, signed by `backend`, as the header value.
+fn authorization(
+    backend: &EdKey,
+    session: &str,
+    now: i64,
+    liveness: LivenessMode,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let claims = ClientTokenClaims {
+        iss: "idyntra".to_owned(),
+        aud: vec!["idyntra-edge".to_owned()],
+        sub: session.to_owned(),
+        sid: session.to_owned(),
+        acct: "acct".to_owned(),
+        nonce: "bench".to_owned(),
+        scope: CLIENT_TOKEN_SCOPE.to_owned(),
+        iat: now,
+        nbf: now,
+        exp: now + 900,
+        jti: session.to_owned(),
+        liveness,
+        require_document: true,
+    };
+    Ok(format!("Bearer {}", jwt::sign(&claims, backend)?))
 }
 
 fn registry_photo(name: &str) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
@@ -179,23 +206,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut times = Vec::with_capacity(runs);
         let mut outcome = String::new();
         for run in 0..runs {
-            let session = format!("ses_{run}");
-            let claims = ClientTokenClaims {
-                iss: "idyntra".to_owned(),
-                aud: vec!["idyntra-edge".to_owned()],
-                sub: session.clone(),
-                sid: session.clone(),
-                acct: "acct".to_owned(),
-                nonce: "bench".to_owned(),
-                scope: CLIENT_TOKEN_SCOPE.to_owned(),
-                iat: now,
-                nbf: now,
-                exp: now + 900,
-                jti: session.clone(),
-                liveness,
-                require_document: true,
-            };
-            let authorization = format!("Bearer {}", jwt::sign(&claims, &backend)?);
+            let authorization = authorization(&backend, &format!("ses_{run}"), now, liveness)?;
             if let Some(url) = &worker {
                 let client = format!("198.51.100.{run}");
                 let (status, elapsed) = post(url, &client, &authorization, &content_type, &body)?;
@@ -233,6 +244,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if worker.is_some() {
         return Ok(());
     }
+
+    // The passive capture again, with the passive presentation-attack model on the selfie.
+    let started = Instant::now();
+    let padded = Edge::new(
+        EdgeSettings::default(),
+        KeySet::new([backend.public()])?,
+        EdKey::generate("edge-1")?,
+        Vec::new(),
+        Checker::bundled()?.with_passive_pad(PassivePad::bundled(false)?),
+    )?;
+    println!(
+        "cold start with the passive model: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let (content_type, body) = sample::body(&passive);
+    let mut times = Vec::with_capacity(runs);
+    let mut score = None;
+    for run in 0..runs {
+        let authorization =
+            authorization(&backend, &format!("pad_{run}"), now, LivenessMode::Passive)?;
+        let t = Instant::now();
+        let answer = padded.attest(AttestRequest {
+            authorization: Some(&authorization),
+            content_type: Some(&content_type),
+            body: body.clone().into(),
+            client: &format!("pad-client-{run}"),
+            now: NOW,
+        });
+        times.push(t.elapsed());
+        score = answer
+            .ok()
+            .and_then(|a| a.checks.liveness.pad)
+            .map(|pad| pad.score);
+    }
+    println!(
+        "selfie + document (passive) with the passive model: median {:.1} ms per attestation ({runs} runs; liveness score {score:?})",
+        median_ms(times)
+    );
 
     // Where a challenge frame's time goes.
     let frame_bytes = &live[1].1;

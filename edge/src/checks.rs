@@ -1,10 +1,15 @@
 //! The checks the edge runs on a capture: decoding within limits, face quality of the selfie and
 //! the document, and the active liveness challenge, all with the light models that also run in
-//! the browser (BlazeFace; no face embedding at the edge).
+//! the browser (BlazeFace; no face embedding at the edge); and, where the host turns it on, the
+//! passive presentation-attack model on the selfie's face.
+
+use std::collections::BTreeMap;
 
 use idyntra_models::liveness::{self, ActiveThresholds};
-use idyntra_models::quality::Capture as Purpose;
-use idyntra_models::{DecodeLimits, FrameQuality, ModelError, bundled};
+use idyntra_models::quality::{self, Capture as Purpose};
+use idyntra_models::{
+    AntiSpoofingModel, DecodeLimits, Face, FrameQuality, ModelError, bundled, pad,
+};
 use idyntra_types::{
     AttestedImage, AttestedLiveness, EdgeChecks, ImageRole, LivenessMode, ModelUsed, QualityReport,
     ScoredCheck,
@@ -54,10 +59,50 @@ pub struct Requirements {
     pub nonce: String,
 }
 
+/// The passive presentation-attack check on the selfie, as a host configures it.
+#[derive(Debug, Clone)]
+pub struct PassivePad {
+    model: AntiSpoofingModel,
+    /// Lowest liveness score (1 − the model's attack score) that passes.
+    pub threshold: f32,
+    /// Refuse a capture that does not pass (with `spoof_suspected`), rather than only attesting
+    /// its score for the backend's policy.
+    pub enforce: bool,
+}
+
+impl PassivePad {
+    /// The bundled model at its authors' threshold: an attack score below 0.2 passes.
+    pub fn bundled(enforce: bool) -> Result<Self, ModelError> {
+        Ok(Self {
+            model: AntiSpoofingModel::load(bundled::ANTISPOOFING.onnx)?,
+            threshold: 1.0 - pad::DTN_THRESHOLD,
+            enforce,
+        })
+    }
+
+    /// The check of `face` in `selfie`; `None` when the face lies outside the photo.
+    pub fn check(&self, selfie: &RgbImage, face: &Face) -> Result<Option<ScoredCheck>, ModelError> {
+        let Some(attack) = self.model.score(selfie, face)? else {
+            return Ok(None);
+        };
+        // Reported like every other check: higher is better, passing at the threshold.
+        let score = (1.0 - attack).clamp(0.0, 1.0);
+        Ok(Some(ScoredCheck {
+            score,
+            threshold: self.threshold,
+            passed: score >= self.threshold,
+            method: pad::METHOD.to_owned(),
+            signals: BTreeMap::from([("attack_score".to_owned(), attack)]),
+        }))
+    }
+}
+
 /// The models and limits of the checks, loaded once and shared by every request.
 #[derive(Debug, Clone)]
 pub struct Checker {
     frames: FrameQuality,
+    /// Off unless the host turns it on ([`Checker::with_passive_pad`]).
+    passive_pad: Option<PassivePad>,
     /// Limits for the selfie and the document photo.
     pub decode: DecodeLimits,
     /// Limits for challenge frames: camera frames, far smaller than photos.
@@ -69,6 +114,7 @@ impl Checker {
     pub fn bundled() -> Result<Self, ModelError> {
         Ok(Self {
             frames: FrameQuality::bundled()?,
+            passive_pad: None,
             // A 16 MP photo decodes to 48 MB of RGB: within a Worker's 128 MB with room to work.
             decode: DecodeLimits {
                 max_bytes: 8 * 1024 * 1024,
@@ -84,13 +130,22 @@ impl Checker {
         })
     }
 
+    /// These checks with the passive presentation-attack model run on every selfie.
+    pub fn with_passive_pad(mut self, passive_pad: PassivePad) -> Self {
+        self.passive_pad = Some(passive_pad);
+        self
+    }
+
     /// The models behind every check.
     pub fn models(&self) -> Vec<ModelUsed> {
-        let model = bundled::BLAZEFACE_SHORT_RANGE;
-        vec![ModelUsed {
-            name: model.name.to_owned(),
-            sha256: model.sha256.to_owned(),
-        }]
+        let pad = self.passive_pad.as_ref().map(|_| bundled::ANTISPOOFING);
+        std::iter::once(bundled::BLAZEFACE_SHORT_RANGE)
+            .chain(pad)
+            .map(|model| ModelUsed {
+                name: model.name.to_owned(),
+                sha256: model.sha256.to_owned(),
+            })
+            .collect()
     }
 
     /// Runs every check on `capture`; a model that cannot run is an error of the service, not of
@@ -121,18 +176,27 @@ impl Checker {
                 None
             }
         };
+        let mut pad = None;
         let selfie_quality = match &selfie {
-            Some(selfie) => Some(self.quality("selfie", selfie, Purpose::Selfie, &mut failures)?),
+            Some(selfie) => {
+                let (report, faces) =
+                    self.quality("selfie", selfie, Purpose::Selfie, &mut failures)?;
+                pad = self.passive_pad(selfie, &faces, &mut failures)?;
+                Some(report)
+            }
             None => None,
         };
         let document_quality = match &capture.document {
             Some(bytes) => match idyntra_models::decode(bytes, &self.decode) {
-                Ok(document) => Some(self.quality(
-                    "document",
-                    &document.image,
-                    Purpose::Document,
-                    &mut failures,
-                )?),
+                Ok(document) => Some(
+                    self.quality(
+                        "document",
+                        &document.image,
+                        Purpose::Document,
+                        &mut failures,
+                    )?
+                    .0,
+                ),
                 Err(error) => {
                     failures.push(FailedCheck::new(
                         "document",
@@ -164,8 +228,7 @@ impl Checker {
             liveness: AttestedLiveness {
                 mode: needs.liveness,
                 challenge,
-                // No passive presentation-attack model ships yet (docs/VISION.md).
-                pad: None,
+                pad,
                 method_version: liveness::CHALLENGE_VERSION,
             },
         });
@@ -176,21 +239,46 @@ impl Checker {
         })
     }
 
+    /// The quality report of `image` and its faces, largest first.
     fn quality(
         &self,
         part: &'static str,
         image: &RgbImage,
         purpose: Purpose,
         failures: &mut Vec<FailedCheck>,
-    ) -> Result<QualityReport, ModelError> {
-        let report = self.frames.assess_as(image, purpose)?;
+    ) -> Result<(QualityReport, Vec<Face>), ModelError> {
+        let faces = self.frames.faces(image)?;
+        let report = quality::assess(image, &faces, purpose, &self.frames.limits);
         failures.extend(
             report
                 .failures
                 .iter()
                 .map(|code| FailedCheck::new(part, code.as_str(), code.guidance())),
         );
-        Ok(report)
+        Ok((report, faces))
+    }
+
+    /// The passive check of the selfie's largest face, when the host turned it on and there is
+    /// one face (with none or several, the quality checks have failed the capture already).
+    fn passive_pad(
+        &self,
+        selfie: &RgbImage,
+        faces: &[Face],
+        failures: &mut Vec<FailedCheck>,
+    ) -> Result<Option<ScoredCheck>, ModelError> {
+        let (Some(passive_pad), [face]) = (&self.passive_pad, faces) else {
+            return Ok(None);
+        };
+        let check = passive_pad.check(selfie, face)?;
+        if passive_pad.enforce && check.as_ref().is_some_and(|check| !check.passed) {
+            failures.push(FailedCheck::new(
+                "liveness",
+                "spoof_suspected",
+                "The selfie does not look like a live person in front of the camera: take it \
+                 again yourself, not from a photo or a screen.",
+            ));
+        }
+        Ok(check)
     }
 
     /// The active challenge derived from the session nonce, judged on the selfie parts. Frames are

@@ -30,7 +30,7 @@ mod worker;
 pub use abuse::{AbuseGuard, AbuseLimits};
 pub use attest::{AttestError, AttestRequest, Edge, EdgeSettings, SetupError};
 pub use capture::{Capture, CaptureError, CaptureLimits};
-pub use checks::{Checker, FailedCheck};
+pub use checks::{Checker, FailedCheck, PassivePad};
 pub use keys::{EdKey, KeyError, KeySet, PublicKey};
 pub use token::{ClientTokenVerifier, TokenError};
 pub use verifier::{AttestationError, AttestationVerifier};

@@ -13,7 +13,7 @@ use idyntra_edge::sample;
 use idyntra_edge::verifier::check_image;
 use idyntra_edge::{
     AttestError, AttestRequest, AttestationError, AttestationVerifier, Checker, EdKey, Edge,
-    EdgeSettings, KeySet, jwt,
+    EdgeSettings, KeySet, PassivePad, jwt,
 };
 use idyntra_models::liveness_samples::Answer;
 use idyntra_models::{DecodeLimits, decode};
@@ -324,6 +324,60 @@ fn a_passive_capture_needs_a_good_selfie_and_the_document_it_asks_for() {
     )
     .unwrap_err();
     assert_eq!(codes(&garbage), ["unsupported_image_format"]);
+}
+
+/// An edge whose checks run the passive model with `threshold` (a liveness score, 0–1).
+fn edge_with_passive_pad(threshold: f32, enforce: bool) -> Edge {
+    let mut passive_pad = PassivePad::bundled(enforce).unwrap();
+    passive_pad.threshold = threshold;
+    Edge::new(
+        EdgeSettings::default(),
+        KeySet::new([backend_key().public()]).unwrap(),
+        key("edge-1", 3),
+        Vec::new(),
+        checker().with_passive_pad(passive_pad),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_passive_model_is_attested_when_recorded_and_refuses_when_enforced() {
+    let selfie = shared_bytes("img1.jpg");
+    let parts = [
+        ("selfie", selfie.clone()),
+        ("document", shared_bytes("img2.jpg")),
+    ];
+    let passive = token("ses_pad", LivenessMode::Passive, true);
+
+    // Off by default: no score, no model named.
+    let plain = attest(&edge(), Some(&passive), &parts).unwrap();
+    assert!(plain.checks.liveness.pad.is_none());
+
+    // Recorded: a score that fails its threshold is attested, and the capture still passes.
+    let recording = edge_with_passive_pad(1.01, false);
+    let answer = attest(&recording, Some(&passive), &parts).unwrap();
+    let pad = answer.checks.liveness.pad.clone().unwrap();
+    assert_eq!(pad.method, "passive_dtn");
+    assert!(!pad.passed && (0.0..=1.0).contains(&pad.score), "{pad:?}");
+    let attack = pad.signals["attack_score"];
+    assert!(
+        (pad.score - (1.0 - attack).clamp(0.0, 1.0)).abs() < 1e-6,
+        "{pad:?}"
+    );
+    let claims = verifier(KeySet::from_jwks(&recording.jwks()).unwrap())
+        .verify(&answer.attestation, "ses_pad", "nonce of ses_pad", NOW + 2)
+        .unwrap();
+    assert_eq!(claims.checks.liveness.pad, Some(pad.clone()));
+    let models: Vec<&str> = claims.models.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(models, ["blazeface_short_range", "antispoofing"]);
+
+    // The same score at a threshold it meets passes, enforced or not.
+    let lenient = attest(&edge_with_passive_pad(0.0, true), Some(&passive), &parts).unwrap();
+    assert_eq!(lenient.checks.liveness.pad.unwrap().score, pad.score);
+
+    // Enforced, a score under the threshold refuses the capture with guidance.
+    let refused = attest(&edge_with_passive_pad(1.01, true), Some(&passive), &parts).unwrap_err();
+    assert_eq!(codes(&refused), ["spoof_suspected"]);
 }
 
 #[test]
