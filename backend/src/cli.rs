@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `verify`,
-//! `eval faces|liveness`, `edge serve`.
+//! `eval faces|liveness|pad`, `edge serve`.
 //!
 //! Every command reads the same configuration as the server, so it talks to the same database.
 //! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
@@ -129,6 +129,20 @@ enum EvalCommand {
         /// Detector input size (a multiple of 32).
         #[arg(long, default_value_t = FaceChain::CANVAS)]
         canvas: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The passive presentation-attack model on photos: BPCER, APCER, scores per photo.
+    Pad {
+        /// Folder of photos of live people taken by themselves (bona fide presentations).
+        #[arg(long)]
+        bona_fide: PathBuf,
+        /// Folder of photos of attacks (prints, screens, masks), when there are some.
+        #[arg(long)]
+        attacks: Option<PathBuf>,
+        /// Liveness threshold to report at (1 − the model's attack score).
+        #[arg(long, default_value_t = 1.0 - idyntra_models::pad::DTN_THRESHOLD)]
+        threshold: f32,
         #[arg(long)]
         json: bool,
     },
@@ -269,6 +283,23 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", eval::liveness_text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EvalCommand::Pad {
+            bona_fide,
+            attacks,
+            threshold,
+            json,
+        } => {
+            if !(0.0..=1.0).contains(&threshold) {
+                bail!("--threshold must be between 0 and 1");
+            }
+            let report = eval::pad(&bona_fide, attacks.as_deref(), threshold)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::pad_text(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

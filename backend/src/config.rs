@@ -20,7 +20,7 @@ mod pipeline;
 
 pub use pipeline::{
     AttestationConfig, CpuEngine, DecisionConfig, Device, InferenceConfig, JobsConfig, MasterKey,
-    MediaConfig, WebhookConfig, WhenUnchecked, aes_key,
+    MediaConfig, PassivePadUse, WebhookConfig, WhenUnchecked, aes_key,
 };
 
 /// Environment variable prefix of every setting.
@@ -348,6 +348,25 @@ pub struct EdgeConfig {
     pub max_frames: usize,
     /// Captures checked at once (0: one per CPU core); more are answered `503`.
     pub concurrency: usize,
+    /// The passive presentation-attack model on the selfie: `off`, `record` (attest its score,
+    /// refuse nothing) or `enforce` (refuse a selfie under the threshold).
+    pub passive_pad: PassivePadMode,
+    /// Lowest passing liveness score (1 − the model's attack score); absent: the model authors'
+    /// threshold, 0.8.
+    pub passive_pad_threshold: Option<f32>,
+}
+
+/// What the edge does with the passive presentation-attack model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassivePadMode {
+    /// The model is not loaded.
+    #[default]
+    Off,
+    /// Every attestation carries the score; no capture is refused for it.
+    Record,
+    /// A selfie under the threshold is refused with `spoof_suspected`.
+    Enforce,
 }
 
 impl Default for EdgeConfig {
@@ -364,6 +383,8 @@ impl Default for EdgeConfig {
             max_body_bytes: 24 * 1024 * 1024,
             max_frames: 40,
             concurrency: 0,
+            passive_pad: PassivePadMode::Off,
+            passive_pad_threshold: None,
         }
     }
 }
@@ -688,6 +709,15 @@ impl Config {
         if !(1..=200).contains(&edge.max_frames) {
             return Err(ConfigError::invalid("edge.max_frames", "must be 1 to 200"));
         }
+        if edge
+            .passive_pad_threshold
+            .is_some_and(|threshold| !(0.0..=1.0).contains(&threshold))
+        {
+            return Err(ConfigError::invalid(
+                "edge.passive_pad_threshold",
+                "must be 0 to 1 (a liveness score: 1 − the model's attack score)",
+            ));
+        }
         Ok(())
     }
 
@@ -1009,5 +1039,21 @@ mod tests {
         );
         let config = load(&[("IDYNTRA_INFERENCE__BATCH_WAIT", "3ms")]).unwrap();
         assert_eq!(config.inference.batch_wait, Duration::from_millis(3));
+        let error = load(&[("IDYNTRA_EDGE__PASSIVE_PAD_THRESHOLD", "1.5")]).unwrap_err();
+        assert!(
+            error.to_string().contains("edge.passive_pad_threshold"),
+            "{error}"
+        );
+        let error = load(&[("IDYNTRA_EDGE__PASSIVE_PAD", "sometimes")]).unwrap_err();
+        assert!(error.to_string().contains("passive_pad"), "{error}");
+        let config = load(&[
+            ("IDYNTRA_EDGE__PASSIVE_PAD", "enforce"),
+            ("IDYNTRA_EDGE__PASSIVE_PAD_THRESHOLD", "0.9"),
+            ("IDYNTRA_DECISION__PASSIVE_PAD", "evidence"),
+        ])
+        .unwrap();
+        assert_eq!(config.edge.passive_pad, PassivePadMode::Enforce);
+        assert_eq!(config.edge.passive_pad_threshold, Some(0.9));
+        assert_eq!(config.decision.passive_pad, PassivePadUse::Evidence);
     }
 }

@@ -10,7 +10,7 @@ use idyntra_types::{
     VerificationResult,
 };
 
-use crate::config::{DecisionConfig, WhenUnchecked};
+use crate::config::{DecisionConfig, PassivePadUse, WhenUnchecked};
 use crate::verify::QUALITY_THRESHOLD;
 
 /// What the backend's own models found.
@@ -28,6 +28,7 @@ pub struct FaceEvidence {
 pub struct Policy {
     pub face_match: MatchPolicy,
     pub liveness_unchecked: WhenUnchecked,
+    pub passive_pad: PassivePadUse,
     pub manipulation_unchecked: WhenUnchecked,
 }
 
@@ -40,6 +41,7 @@ impl Policy {
         Self {
             face_match,
             liveness_unchecked: config.liveness_unchecked,
+            passive_pad: config.passive_pad,
             manipulation_unchecked: config.manipulation_unchecked,
         }
     }
@@ -78,12 +80,14 @@ pub fn decide(
         reasons.push(ReasonCode::FaceMismatch);
     }
 
-    // The challenge is the liveness evidence when there was one, else the passive score.
-    let liveness = edge
-        .liveness
-        .challenge
-        .clone()
-        .or_else(|| edge.liveness.pad.clone());
+    // The challenge is the liveness evidence when there was one, else the passive score where
+    // the policy counts it.
+    let passive_pad = edge.liveness.pad.clone();
+    let liveness = edge.liveness.challenge.clone().or_else(|| {
+        passive_pad
+            .clone()
+            .filter(|_| policy.passive_pad == PassivePadUse::Evidence)
+    });
     let mut unchecked_review = false;
     match &liveness {
         Some(check) if !check.passed => reasons.push(ReasonCode::LivenessFailed),
@@ -116,6 +120,7 @@ pub fn decide(
         decision,
         face_match,
         liveness,
+        passive_pad,
         manipulation: None,
         quality: quality(&edge.selfie_quality, edge.document_quality.as_ref()),
         reasons,
@@ -202,8 +207,22 @@ mod tests {
         Policy {
             face_match: MatchPolicy::MOBILEFACENET,
             liveness_unchecked: WhenUnchecked::Review,
+            passive_pad: PassivePadUse::Advisory,
             manipulation_unchecked: manipulation,
         }
+    }
+
+    /// Passive claims whose edge attested a passive score that passed or not.
+    fn passive_claims(pad_passed: bool) -> AttestationClaims {
+        let mut claims = claims(None);
+        claims.checks.liveness.pad = Some(ScoredCheck {
+            score: if pad_passed { 0.99 } else { 0.05 },
+            threshold: 0.8,
+            passed: pad_passed,
+            method: "passive_dtn".into(),
+            signals: BTreeMap::new(),
+        });
+        claims
     }
 
     fn run(
@@ -269,5 +288,38 @@ mod tests {
         assert_eq!(result.decision, Decision::NeedsReview);
         assert!(result.reasons.contains(&ReasonCode::LivenessNotChecked));
         assert!(result.liveness.is_none());
+    }
+
+    #[test]
+    fn an_advisory_passive_score_is_shown_and_decides_nothing() {
+        let advisory = policy(WhenUnchecked::Ignore);
+        for passed in [true, false] {
+            let result = run(&advisory, &passive_claims(passed), &evidence(0.8));
+            assert_eq!(result.decision, Decision::NeedsReview, "{passed}");
+            assert!(result.reasons.contains(&ReasonCode::LivenessNotChecked));
+            assert!(result.liveness.is_none());
+            assert_eq!(result.passive_pad.unwrap().passed, passed);
+        }
+    }
+
+    #[test]
+    fn a_passive_score_counted_as_evidence_is_the_sessions_liveness() {
+        let counted = Policy {
+            passive_pad: PassivePadUse::Evidence,
+            ..policy(WhenUnchecked::Ignore)
+        };
+        let live = run(&counted, &passive_claims(true), &evidence(0.8));
+        assert_eq!(live.decision, Decision::Verified, "{:?}", live.reasons);
+        assert_eq!(live.liveness, live.passive_pad);
+        let spoof = run(&counted, &passive_claims(false), &evidence(0.8));
+        assert_eq!(spoof.decision, Decision::Rejected);
+        assert!(spoof.reasons.contains(&ReasonCode::LivenessFailed));
+        // An active challenge is the evidence whenever there was one.
+        let mut both = passive_claims(false);
+        both.checks.liveness.challenge = claims(Some(true)).checks.liveness.challenge;
+        assert_eq!(
+            run(&counted, &both, &evidence(0.8)).decision,
+            Decision::Verified
+        );
     }
 }

@@ -9,12 +9,12 @@ use axum::extract::ConnectInfo;
 use idyntra_edge::abuse::AbuseLimits;
 use idyntra_edge::capture::CaptureLimits;
 use idyntra_edge::native::{self, ClientIdentity, EdgeService};
-use idyntra_edge::{Checker, Edge, EdgeSettings, KeySet, PublicKey};
+use idyntra_edge::{Checker, Edge, EdgeSettings, KeySet, PassivePad, PublicKey};
 use tokio::net::TcpListener;
 
 use crate::app;
 use crate::client_token::SigningIdentity;
-use crate::config::{Config, RetiredKey};
+use crate::config::{Config, PassivePadMode, RetiredKey};
 use crate::perimeter;
 
 fn public_keys<'a>(
@@ -63,7 +63,15 @@ pub fn build(config: &Config, backend: Option<&SigningIdentity>) -> anyhow::Resu
         },
         abuse: AbuseLimits::default(),
     };
-    let checker = Checker::bundled().context("loading the edge models")?;
+    let mut checker = Checker::bundled().context("loading the edge models")?;
+    if edge.passive_pad != PassivePadMode::Off {
+        let mut passive_pad = PassivePad::bundled(edge.passive_pad == PassivePadMode::Enforce)
+            .context("loading the passive presentation-attack model")?;
+        if let Some(threshold) = edge.passive_pad_threshold {
+            passive_pad.threshold = threshold;
+        }
+        checker = checker.with_passive_pad(passive_pad);
+    }
     Edge::new(
         settings,
         token_keys,

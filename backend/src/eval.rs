@@ -1,5 +1,7 @@
 //! `idyntra eval faces`: face-matching accuracy of the bundled chain on labelled pairs of photos;
-//! `idyntra eval liveness`: the active liveness check on recorded answers.
+//! `idyntra eval liveness`: the active liveness check on recorded answers;
+//! `idyntra eval pad`: the passive presentation-attack model on folders of bona fide and attack
+//! photos.
 //!
 //! Prints the ROC, the equal error rate, the threshold for a target false-match rate, the rates at
 //! the configured threshold, failures to detect, and a held-out estimate that calibrates each
@@ -552,6 +554,160 @@ pub fn liveness_text(report: &Value) -> String {
                 "refused"
             }
         ));
+    }
+    out
+}
+
+/// Liveness thresholds the passive report tabulates, besides the one asked for.
+const PAD_THRESHOLDS: [f32; 8] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
+
+/// The photos (JPEG, PNG, WebP by name) directly in `dir`, sorted.
+fn photos_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                matches!(
+                    e.to_ascii_lowercase().as_str(),
+                    "jpg" | "jpeg" | "png" | "webp"
+                )
+            })
+        })
+        .collect();
+    photos.sort();
+    Ok(photos)
+}
+
+/// `idyntra eval pad`: the passive model, as the edge runs it (BlazeFace on the photo, the
+/// largest face's square to the model), on every photo of `bona_fide` and of `attacks`. Reports
+/// BPCER (bona fide photos refused) and APCER (attack photos accepted) at `threshold` and at
+/// other liveness thresholds, with every photo's score. A photo without a face counts as neither
+/// and is listed.
+pub fn pad(bona_fide: &Path, attacks: Option<&Path>, threshold: f32) -> anyhow::Result<Value> {
+    let frames = idyntra_models::FrameQuality::bundled()?;
+    let model = idyntra_edge::PassivePad::bundled(false)?;
+    let mut sets = vec![("bona_fide", photos_in(bona_fide)?)];
+    if let Some(attacks) = attacks {
+        sets.push(("attack", photos_in(attacks)?));
+    }
+    if sets[0].1.is_empty() {
+        bail!("no JPEG, PNG or WebP photos in {}", bona_fide.display());
+    }
+    let mut scores: BTreeMap<&str, Vec<f32>> = BTreeMap::new();
+    let mut results = Vec::new();
+    let mut no_face = Vec::new();
+    for (label, photos) in &sets {
+        for path in photos {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let photo = decode(&bytes, &DecodeLimits::default())
+                .with_context(|| format!("{}", path.display()))?
+                .image;
+            let name = path.display().to_string();
+            let check = match frames.faces(&photo)?.first() {
+                Some(face) => model.check(&photo, face)?,
+                None => None,
+            };
+            let Some(check) = check else {
+                no_face.push(name);
+                continue;
+            };
+            scores.entry(label).or_default().push(check.score);
+            results.push(json!({
+                "photo": name,
+                "label": label,
+                "score": check.score,
+                "attack_score": check.signals.get("attack_score"),
+            }));
+        }
+    }
+    let rates_at = |threshold: f32| {
+        let bona_fide = scores.get("bona_fide").map_or(&[][..], Vec::as_slice);
+        let attack = scores.get("attack").map_or(&[][..], Vec::as_slice);
+        let refused = bona_fide.iter().filter(|&&s| s < threshold).count();
+        let accepted = attack.iter().filter(|&&s| s >= threshold).count();
+        json!({
+            "threshold": threshold,
+            "bpcer": rate_json(&Rate::new(refused, bona_fide.len())),
+            "apcer": rate_json(&Rate::new(accepted, attack.len())),
+        })
+    };
+    let summary = |values: Option<&Vec<f32>>| {
+        let mut values = values.cloned().unwrap_or_default();
+        values.sort_by(f32::total_cmp);
+        json!({
+            "photos": values.len(),
+            "min": values.first(),
+            "median": values.get(values.len() / 2),
+            "max": values.last(),
+        })
+    };
+    Ok(json!({
+        "model": idyntra_models::bundled::ANTISPOOFING.name,
+        "sha256": idyntra_models::bundled::ANTISPOOFING.sha256,
+        "at_threshold": rates_at(threshold),
+        "thresholds": PAD_THRESHOLDS.iter().map(|&t| rates_at(t)).collect::<Vec<_>>(),
+        "bona_fide_scores": summary(scores.get("bona_fide")),
+        "attack_scores": summary(scores.get("attack")),
+        "no_face": no_face,
+        "results": results,
+    }))
+}
+
+/// The passive report as text for a terminal.
+pub fn pad_text(report: &Value) -> String {
+    let rate = |r: &Value| {
+        format!(
+            "{:.1} % ({}/{}, 95 % CI {:.1}–{:.1} %)",
+            r["rate"].as_f64().unwrap_or(0.0) * 100.0,
+            r["errors"],
+            r["trials"],
+            r["ci95"][0].as_f64().unwrap_or(0.0) * 100.0,
+            r["ci95"][1].as_f64().unwrap_or(0.0) * 100.0
+        )
+    };
+    let scores = |s: &Value| {
+        format!(
+            "{} photos, liveness score min {:.3}, median {:.3}, max {:.3}",
+            s["photos"],
+            s["min"].as_f64().unwrap_or(f64::NAN),
+            s["median"].as_f64().unwrap_or(f64::NAN),
+            s["max"].as_f64().unwrap_or(f64::NAN)
+        )
+    };
+    let at = &report["at_threshold"];
+    let mut out = format!(
+        "model {} ({})\nbona fide: {}\nattacks: {}\nno face found: {}\n\
+         at liveness threshold {}: BPCER {}, APCER {}\n\nthreshold | BPCER | APCER\n",
+        report["model"].as_str().unwrap_or("?"),
+        report["sha256"].as_str().unwrap_or("?"),
+        scores(&report["bona_fide_scores"]),
+        scores(&report["attack_scores"]),
+        report["no_face"].as_array().map_or(0, Vec::len),
+        at["threshold"],
+        rate(&at["bpcer"]),
+        rate(&at["apcer"]),
+    );
+    for row in report["thresholds"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{} | {} | {}\n",
+            row["threshold"],
+            rate(&row["bpcer"]),
+            rate(&row["apcer"])
+        ));
+    }
+    out.push('\n');
+    for result in report["results"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "  {} ({}): {:.3}\n",
+            result["photo"].as_str().unwrap_or("?"),
+            result["label"].as_str().unwrap_or("?"),
+            result["score"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    for photo in report["no_face"].as_array().into_iter().flatten() {
+        out.push_str(&format!("  {} : no face\n", photo.as_str().unwrap_or("?")));
     }
     out
 }

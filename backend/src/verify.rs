@@ -92,6 +92,7 @@ pub fn verify(
         decision: VerificationResult::decide(&reasons),
         face_match,
         liveness: None,
+        passive_pad: None,
         manipulation: None,
         quality: QualityResult {
             score,

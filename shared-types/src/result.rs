@@ -196,8 +196,12 @@ pub struct VerificationResult {
     pub decision: Decision,
     /// Absent when a photo had no face.
     pub face_match: Option<FaceMatchResult>,
-    /// Absent when liveness was not checked.
+    /// The liveness evidence the decision used; absent when liveness was not checked.
     pub liveness: Option<ScoredCheck>,
+    /// The passive presentation-attack score the edge attested, whether or not the policy
+    /// counted it as liveness evidence (`decision.passive_pad`); absent when no passive model ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passive_pad: Option<ScoredCheck>,
     /// Absent when no manipulation detector ran.
     pub manipulation: Option<ScoredCheck>,
     pub quality: QualityResult,

@@ -633,3 +633,78 @@ async fn a_202_is_kept_when_the_server_dies_after_answering() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A passive session on a server whose edge records the passive presentation-attack score: the
+/// attestation carries it, the result shows it, and, advisory by default, it decides nothing; as
+/// evidence, it is the session's liveness.
+#[tokio::test]
+async fn a_recorded_passive_score_is_shown_and_counts_only_when_the_policy_says() {
+    for (counted, threshold) in [(false, "0"), (true, "0"), (true, "1")] {
+        let mut setup = Setup::embedded();
+        pipeline_setup(&mut setup);
+        setup
+            .set("IDYNTRA_EDGE__PASSIVE_PAD", "record")
+            .set("IDYNTRA_EDGE__PASSIVE_PAD_THRESHOLD", threshold)
+            .set(
+                "IDYNTRA_DECISION__PASSIVE_PAD",
+                if counted { "evidence" } else { "advisory" },
+            );
+        let server = setup.serve();
+        let key = setup.create_key("acme", &[]);
+        let key = key["secret"].as_str().unwrap();
+        let selfie = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/faces/img1.jpg"
+        ))
+        .unwrap();
+        let document = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/faces/img2.jpg"
+        ))
+        .unwrap();
+        let (id, token, body) =
+            idyntra_tests::flow::attested(&server.url(""), key, &selfie, &document)
+                .await
+                .unwrap();
+        let uploaded = idyntra_tests::flow::post_form(
+            server.url(&format!("/v1/sessions/{id}/media")),
+            &token,
+            body,
+        )
+        .await
+        .unwrap();
+        assert_eq!(uploaded.status(), 200);
+        let result: Value = http()
+            .post(server.url(&format!("/v1/sessions/{id}/finalize")))
+            .bearer_auth(key)
+            .value()
+            .await;
+        let result = &result["result"];
+        let pad = &result["passive_pad"];
+        assert_eq!(pad["method"], "passive_dtn", "{result}");
+        assert_eq!(pad["passed"], threshold == "0", "{result}");
+        let models: Vec<&str> = result["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert!(models.contains(&"antispoofing"), "{models:?}");
+        let reasons = result["reasons"].to_string();
+        match (counted, threshold) {
+            (false, _) => {
+                assert!(result["liveness"].is_null(), "{result}");
+                assert!(reasons.contains("liveness_not_checked"), "{reasons}");
+                assert_eq!(result["decision"], "needs_review");
+            }
+            (true, "0") => {
+                assert_eq!(result["liveness"], *pad);
+                assert_eq!(result["decision"], "verified", "{reasons}");
+            }
+            _ => {
+                assert!(reasons.contains("liveness_failed"), "{reasons}");
+                assert_eq!(result["decision"], "rejected");
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The offline model commands of the real binary: `verify` and `eval faces` on the shared
-//! development photos, `eval liveness` on answers made from registry photos.
+//! development photos, `eval liveness` on answers made from registry photos, `eval pad` on folders
+//! of photos.
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 use std::path::PathBuf;
@@ -214,4 +215,81 @@ fn eval_liveness_reports_refused_live_answers_and_accepted_attacks() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("still/response.json"), "{stderr}");
+}
+
+#[test]
+fn eval_pad_reports_rates_from_the_scores_and_names_photos_without_a_face() {
+    let setup = Setup::embedded();
+    let bona_fide = setup.dir.path().join("bona_fide");
+    let attacks = setup.dir.path().join("attacks");
+    std::fs::create_dir_all(&bona_fide).unwrap();
+    std::fs::create_dir_all(&attacks).unwrap();
+    for name in ["img1.jpg", "img13.jpg"] {
+        std::fs::copy(faces_dir().join(name), bona_fide.join(name)).unwrap();
+    }
+    std::fs::copy(faces_dir().join("img8.jpg"), attacks.join("img8.jpg")).unwrap();
+    image::RgbImage::from_pixel(320, 240, image::Rgb([180, 180, 180]))
+        .save(bona_fide.join("blank.png"))
+        .unwrap();
+    std::fs::write(bona_fide.join("notes.txt"), "not a photo").unwrap();
+    let run = |threshold: &str| {
+        json_of(&setup.cli(&[
+            "eval",
+            "pad",
+            "--bona-fide",
+            bona_fide.to_str().unwrap(),
+            "--attacks",
+            attacks.to_str().unwrap(),
+            "--threshold",
+            threshold,
+            "--json",
+        ]))
+    };
+    let report = run("0.8");
+    assert_eq!(report["model"], "antispoofing");
+    assert_eq!(report["bona_fide_scores"]["photos"], 2, "{report}");
+    assert_eq!(report["attack_scores"]["photos"], 1, "{report}");
+    let no_face = report["no_face"].as_array().unwrap();
+    assert_eq!(no_face.len(), 1);
+    assert!(no_face[0].as_str().unwrap().ends_with("blank.png"));
+    // The rates are those of the scores listed beside them.
+    let results = report["results"].as_array().unwrap();
+    let below = |label: &str, threshold: f64| {
+        results
+            .iter()
+            .filter(|r| r["label"] == label && r["score"].as_f64().unwrap() < threshold)
+            .count()
+    };
+    let at = &report["at_threshold"];
+    assert_eq!(at["bpcer"]["trials"], 2);
+    assert_eq!(at["bpcer"]["errors"], below("bona_fide", 0.8));
+    assert_eq!(at["apcer"]["errors"], 1 - below("attack", 0.8));
+    for r in results {
+        let (score, attack) = (
+            r["score"].as_f64().unwrap(),
+            r["attack_score"].as_f64().unwrap(),
+        );
+        assert!((score - (1.0 - attack).clamp(0.0, 1.0)).abs() < 1e-6, "{r}");
+    }
+    // At 0 every photo passes: nothing bona fide refused, every attack accepted.
+    let lenient = run("0");
+    assert_eq!(lenient["at_threshold"]["bpcer"]["errors"], 0);
+    assert_eq!(lenient["at_threshold"]["apcer"]["errors"], 1);
+
+    // Usage mistakes are named in one line.
+    let output = setup.cli(&[
+        "eval",
+        "pad",
+        "--bona-fide",
+        bona_fide.to_str().unwrap(),
+        "--threshold",
+        "2",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--threshold"));
+    let empty = setup.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let output = setup.cli(&["eval", "pad", "--bona-fide", empty.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no JPEG"));
 }

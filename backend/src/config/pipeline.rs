@@ -179,15 +179,29 @@ pub enum WhenUnchecked {
     Ignore,
 }
 
+/// What a passive presentation-attack score counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PassivePadUse {
+    /// Shown in the result; the session counts as one without liveness evidence.
+    Advisory,
+    /// The session's liveness evidence when it had no active challenge.
+    Evidence,
+}
+
 /// The decision policy of finalize.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecisionConfig {
     /// Face-match threshold (cosine); absent: the bundled model's calibrated one.
     pub face_match_threshold: Option<f32>,
-    /// When the capture carries no liveness evidence (passive sessions until a passive model
-    /// is bundled).
+    /// When the capture carries no liveness evidence (a passive session whose passive score is
+    /// not evidence, see `passive_pad`).
     pub liveness_unchecked: WhenUnchecked,
+    /// What the edge's passive presentation-attack score is to the decision of a session
+    /// without an active challenge: `advisory` (recorded in the result, decides nothing) or
+    /// `evidence` (its verdict is the session's liveness).
+    pub passive_pad: PassivePadUse,
     /// When no manipulation detector ran.
     pub manipulation_unchecked: WhenUnchecked,
     /// Longest a synchronous finalize waits for its decision before answering `202` and
@@ -201,6 +215,7 @@ impl Default for DecisionConfig {
         Self {
             face_match_threshold: None,
             liveness_unchecked: WhenUnchecked::Review,
+            passive_pad: PassivePadUse::Advisory,
             manipulation_unchecked: WhenUnchecked::Review,
             sync_deadline: Duration::from_secs(20),
         }
