@@ -628,7 +628,8 @@ pub fn pad(bona_fide: &Path, attacks: Option<&Path>, threshold: f32) -> anyhow::
         let refused = bona_fide.iter().filter(|&&s| s < threshold).count();
         let accepted = attack.iter().filter(|&&s| s >= threshold).count();
         json!({
-            "threshold": threshold,
+            // As written on the command line, not as float32 widens it (0.8 → 0.800000011920929).
+            "threshold": (f64::from(threshold) * 1e4).round() / 1e4,
             "bpcer": rate_json(&Rate::new(refused, bona_fide.len())),
             "apcer": rate_json(&Rate::new(accepted, attack.len())),
         })
@@ -658,6 +659,9 @@ pub fn pad(bona_fide: &Path, attacks: Option<&Path>, threshold: f32) -> anyhow::
 /// The passive report as text for a terminal.
 pub fn pad_text(report: &Value) -> String {
     let rate = |r: &Value| {
+        if r["trials"] == 0 {
+            return "no photos".to_owned();
+        }
         format!(
             "{:.1} % ({}/{}, 95 % CI {:.1}–{:.1} %)",
             r["rate"].as_f64().unwrap_or(0.0) * 100.0,
@@ -668,6 +672,9 @@ pub fn pad_text(report: &Value) -> String {
         )
     };
     let scores = |s: &Value| {
+        if s["photos"] == 0 {
+            return "no photos".to_owned();
+        }
         format!(
             "{} photos, liveness score min {:.3}, median {:.3}, max {:.3}",
             s["photos"],
