@@ -516,18 +516,22 @@ pub fn liveness(responses: &Path, canvas: usize) -> anyhow::Result<Value> {
     }))
 }
 
+/// A rate of [`rate_json`] as a percentage with its counts and interval, to `decimals` places.
+fn percent_text(rate: &Value, decimals: usize) -> String {
+    let percent = |value: &Value| value.as_f64().unwrap_or(0.0) * 100.0;
+    format!(
+        "{:.decimals$} % ({}/{}, 95 % CI {:.decimals$}–{:.decimals$} %)",
+        percent(&rate["rate"]),
+        rate["errors"],
+        rate["trials"],
+        percent(&rate["ci95"][0]),
+        percent(&rate["ci95"][1]),
+    )
+}
+
 /// The liveness report as text for a terminal.
 pub fn liveness_text(report: &Value) -> String {
-    let rate = |r: &Value| {
-        format!(
-            "{:.2} % ({}/{}, 95 % CI {:.2}–{:.2} %)",
-            r["rate"].as_f64().unwrap_or(0.0) * 100.0,
-            r["errors"],
-            r["trials"],
-            r["ci95"][0].as_f64().unwrap_or(0.0) * 100.0,
-            r["ci95"][1].as_f64().unwrap_or(0.0) * 100.0
-        )
-    };
+    let rate = |r: &Value| percent_text(r, 2);
     let mut out = format!(
         "responses: {}; pass score {}\nBPCER (live refused): {}\nAPCER (attacks accepted): {}\n",
         report["responses"],
@@ -662,14 +666,7 @@ pub fn pad_text(report: &Value) -> String {
         if r["trials"] == 0 {
             return "no photos".to_owned();
         }
-        format!(
-            "{:.1} % ({}/{}, 95 % CI {:.1}–{:.1} %)",
-            r["rate"].as_f64().unwrap_or(0.0) * 100.0,
-            r["errors"],
-            r["trials"],
-            r["ci95"][0].as_f64().unwrap_or(0.0) * 100.0,
-            r["ci95"][1].as_f64().unwrap_or(0.0) * 100.0
-        )
+        percent_text(r, 1)
     };
     let scores = |s: &Value| {
         if s["photos"] == 0 {
