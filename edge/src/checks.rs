@@ -63,6 +63,9 @@ pub struct Requirements {
 #[derive(Debug, Clone)]
 pub struct PassivePad {
     model: AntiSpoofingModel,
+    /// The file's name and sha256, without its bytes: a build that never loads the model (the
+    /// Worker) must not link them in.
+    used: ModelUsed,
     /// Lowest liveness score (1 − the model's attack score) that passes.
     pub threshold: f32,
     /// Refuse a capture that does not pass (with `spoof_suspected`), rather than only attesting
@@ -73,8 +76,13 @@ pub struct PassivePad {
 impl PassivePad {
     /// The bundled model at its authors' threshold: an attack score below 0.2 passes.
     pub fn bundled(enforce: bool) -> Result<Self, ModelError> {
+        let model = bundled::ANTISPOOFING;
         Ok(Self {
-            model: AntiSpoofingModel::load(bundled::ANTISPOOFING.onnx)?,
+            model: AntiSpoofingModel::load(model.onnx)?,
+            used: ModelUsed {
+                name: model.name.to_owned(),
+                sha256: model.sha256.to_owned(),
+            },
             threshold: 1.0 - pad::DTN_THRESHOLD,
             enforce,
         })
@@ -138,14 +146,14 @@ impl Checker {
 
     /// The models behind every check.
     pub fn models(&self) -> Vec<ModelUsed> {
-        let pad = self.passive_pad.as_ref().map(|_| bundled::ANTISPOOFING);
-        std::iter::once(bundled::BLAZEFACE_SHORT_RANGE)
-            .chain(pad)
-            .map(|model| ModelUsed {
-                name: model.name.to_owned(),
-                sha256: model.sha256.to_owned(),
-            })
-            .collect()
+        let detector = bundled::BLAZEFACE_SHORT_RANGE;
+        let pad = self.passive_pad.as_ref().map(|pad| pad.used.clone());
+        std::iter::once(ModelUsed {
+            name: detector.name.to_owned(),
+            sha256: detector.sha256.to_owned(),
+        })
+        .chain(pad)
+        .collect()
     }
 
     /// Runs every check on `capture`; a model that cannot run is an error of the service, not of

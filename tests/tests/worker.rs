@@ -279,4 +279,25 @@ async fn the_worker_and_both_native_hosts_attest_and_one_verifier_accepts_them_a
             .is_some();
         assert_eq!(allow, allowed, "{origin}");
     }
+
+    // The build wrangler served links BlazeFace and nothing bigger: the passive model (4.1 MB)
+    // is for native hosts only, and a reference to its bytes from code the Worker runs would
+    // ship them in every isolate.
+    let wasm = std::fs::read(repository().join("edge/build/index_bg.wasm")).unwrap();
+    assert!(holds_middle_of(
+        &wasm,
+        idyntra_models::bundled::BLAZEFACE_SHORT_RANGE.onnx
+    ));
+    assert!(!holds_middle_of(
+        &wasm,
+        idyntra_models::bundled::ANTISPOOFING.onnx
+    ));
+}
+
+/// Whether `haystack` holds the 64 bytes from the middle of `file` (a model's weights).
+fn holds_middle_of(haystack: &[u8], file: &[u8]) -> bool {
+    let middle = &file[file.len() / 2..file.len() / 2 + 64];
+    haystack
+        .windows(middle.len())
+        .any(|window| window == middle)
 }
