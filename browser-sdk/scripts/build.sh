@@ -45,7 +45,7 @@ wasm-bindgen --target web --out-dir "$sdk/dist/wasm" --out-name idyntra_edge \
 rm -f "$sdk/dist/wasm/"*.d.ts
 if [ "${IDYNTRA_SDK_FAST:-}" != 1 ]; then
   "$bin/wasm-opt" -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-    --enable-mutable-globals "$sdk/dist/wasm/idyntra_edge_bg.wasm" -o "$sdk/dist/wasm/idyntra_edge_bg.wasm"
+    --enable-mutable-globals --enable-simd "$sdk/dist/wasm/idyntra_edge_bg.wasm" -o "$sdk/dist/wasm/idyntra_edge_bg.wasm"
 fi
 
 build_js
