@@ -309,16 +309,7 @@ fn report(
 /// The report as text for a terminal.
 pub fn faces_text(report: &Value) -> String {
     let pct = |v: &Value| format!("{:.2} %", v.as_f64().unwrap_or(0.0) * 100.0);
-    let rate = |r: &Value| {
-        format!(
-            "{} ({}/{}, 95 % CI {}–{})",
-            pct(&r["rate"]),
-            r["errors"],
-            r["trials"],
-            pct(&r["ci95"][0]),
-            pct(&r["ci95"][1])
-        )
-    };
+    let rate = |r: &Value| percent_text(r, 2);
     let mut out = String::new();
     let mut line = |s: String| {
         out.push_str(&s);
