@@ -86,18 +86,7 @@ impl App {
                 .await
                 .context("loading the face models")??;
         let metrics = Arc::new(Metrics::new(faces.batch_sizes()));
-        let redis = match &config.redis_url {
-            Some(url) => Some(Arc::new(
-                RedisLink::new(
-                    url.expose(),
-                    &config.redis_key_prefix,
-                    config.rate_limit.redis_timeout,
-                    config.rate_limit.redis_retry_after,
-                )
-                .context("redis_url")?,
-            )),
-            None => None,
-        };
+        let redis = RedisLink::from_config(&config)?;
         let limiter = RateLimiter::new(redis.clone(), metrics.clone());
         let edge = if config.edge.embedded {
             Some(Arc::new(crate::edge_host::build(&config, Some(&signing))?))

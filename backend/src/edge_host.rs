@@ -12,10 +12,12 @@ use idyntra_edge::native::{self, ClientIdentity, EdgeService};
 use idyntra_edge::{Checker, Edge, EdgeSettings, KeySet, PassivePad, PublicKey};
 use tokio::net::TcpListener;
 
+use crate::abuse_ledger::RedisAbuseLedger;
 use crate::app;
 use crate::client_token::SigningIdentity;
 use crate::config::{Config, PassivePadMode, RetiredKey};
 use crate::perimeter;
+use crate::redis_link::RedisLink;
 
 fn public_keys<'a>(
     keys: impl IntoIterator<Item = &'a RetiredKey>,
@@ -83,8 +85,9 @@ pub fn build(config: &Config, backend: Option<&SigningIdentity>) -> anyhow::Resu
 }
 
 /// The edge as an HTTP service: clients named by their IP address, believing `X-Forwarded-For`
-/// only from `http.trusted_proxies`.
-pub fn service(config: &Config, edge: Arc<Edge>) -> EdgeService {
+/// only from `http.trusted_proxies`. With `redis`, attempts and failures are counted across
+/// replicas.
+pub fn service(config: &Config, edge: Arc<Edge>, redis: Option<Arc<RedisLink>>) -> EdgeService {
     let trusted = config.http.trusted_proxies.clone();
     let identify: ClientIdentity = Arc::new(move |parts| {
         let peer = parts
@@ -97,7 +100,12 @@ pub fn service(config: &Config, edge: Arc<Edge>) -> EdgeService {
         0 => std::thread::available_parallelism().map_or(2, usize::from),
         n => n,
     };
-    EdgeService::new(edge, identify, concurrency)
+    let limits = edge.settings().abuse;
+    let service = EdgeService::new(edge, identify, concurrency);
+    match redis {
+        Some(redis) => service.with_ledger(Arc::new(RedisAbuseLedger::new(redis, limits))),
+        None => service,
+    }
 }
 
 /// The lockout key of a client: its IPv4 address, or the /64 of its IPv6 address (one host
@@ -119,8 +127,9 @@ fn client_key(ip: IpAddr) -> String {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let backend = app::backend_signing_identity(&config)?;
     let edge = Arc::new(build(&config, backend.as_ref())?);
+    let redis = RedisLink::from_config(&config)?;
     let router = native::standalone(
-        service(&config, edge),
+        service(&config, edge, redis),
         &config.http.allowed_origins,
         config.http.request_timeout,
     );

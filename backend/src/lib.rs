@@ -5,6 +5,7 @@
 //! and drive [`api::router`] without a socket, or [`serve`] on port 0.
 #![forbid(unsafe_code)]
 
+pub mod abuse_ledger;
 pub mod api;
 pub mod api_keys;
 pub mod app;

@@ -2,10 +2,11 @@
 //! every call is bounded by a short timeout, and after a failure Redis is skipped for a while so
 //! requests do not each wait for it.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,20 @@ impl RedisLink {
             started: Instant::now(),
             down_until: AtomicU64::new(0),
         })
+    }
+
+    /// The link of `config.redis_url`, if one is set.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some(url) = &config.redis_url else {
+            return Ok(None);
+        };
+        let link = Self::new(
+            url.expose(),
+            &config.redis_key_prefix,
+            config.rate_limit.redis_timeout,
+            config.rate_limit.redis_retry_after,
+        );
+        Ok(Some(Arc::new(link.context("redis_url")?)))
     }
 
     pub fn key(&self, suffix: &str) -> String {

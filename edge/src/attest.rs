@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use idyntra_types::{
-    ATTESTATION_AUDIENCE, AttestResponse, AttestationClaims, EdgeChecks, FieldError, JwkSet,
-    Problem,
+    ATTESTATION_AUDIENCE, AttestResponse, AttestationClaims, ClientTokenClaims, EdgeChecks,
+    FieldError, JwkSet, Problem,
 };
 
 use crate::abuse::{AbuseGuard, AbuseLimits, Refusal};
@@ -136,6 +136,13 @@ impl AttestError {
         }
     }
 
+    /// Whether this outcome counts against the client's failure lockout: a refused client token
+    /// or a capture that failed the checks. A capture that could not be read, a refusal and a
+    /// fault of the service do not.
+    pub fn counts_as_failure(&self) -> bool {
+        matches!(self, Self::Token(_) | Self::Rejected { .. })
+    }
+
     /// Seconds a `429` asks the client to wait.
     pub fn retry_after_secs(&self) -> Option<i64> {
         match self {
@@ -209,19 +216,19 @@ impl Edge {
     }
 
     /// What can be refused from the headers alone — a locked-out client, a missing or invalid
-    /// client token — before a host reads the body. A refused token counts as a failure.
+    /// client token — before a host reads the body. A refused token counts as a failure. Gives
+    /// the token's claims, whose session a host with a shared ledger counts the attempt against.
     pub fn precheck(
         &self,
         authorization: Option<&str>,
         client: &str,
         now: i64,
-    ) -> Result<(), AttestError> {
+    ) -> Result<ClientTokenClaims, AttestError> {
         self.guard
             .check_client(client, now)
             .map_err(AttestError::Refused)?;
         token::bearer(authorization)
             .and_then(|token| self.tokens.verify(token, now))
-            .map(|_| ())
             .map_err(|error| {
                 self.guard.record_failure(client, now);
                 AttestError::Token(error)
@@ -231,10 +238,7 @@ impl Edge {
     /// Checks a capture and signs what was seen.
     pub fn attest(&self, request: AttestRequest<'_>) -> Result<AttestResponse, AttestError> {
         let outcome = self.attempt(&request);
-        if matches!(
-            outcome,
-            Err(AttestError::Token(_) | AttestError::Rejected { .. })
-        ) {
+        if outcome.as_ref().is_err_and(AttestError::counts_as_failure) {
             self.guard.record_failure(request.client, request.now);
         }
         outcome

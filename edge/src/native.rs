@@ -1,6 +1,8 @@
 //! The native host: the edge over HTTP with axum. The backend embeds [`attest_route`] in its own
 //! router (single-binary setup); `idyntra edge serve` runs [`standalone`] alone.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,12 +17,34 @@ use tokio::sync::Semaphore;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::timeout::TimeoutLayer;
 
+use crate::abuse::Refusal;
 use crate::attest::{AttestError, AttestRequest, Edge};
 use crate::capture::CaptureError;
 
 /// Names the client of a request for the failure lockout (its IP address, as the host trusts
 /// proxies).
 pub type ClientIdentity = Arc<dyn Fn(&axum::http::request::Parts) -> String + Send + Sync>;
+
+/// What a [`SharedLedger`] call gives back.
+pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Attempts and failures counted across every instance of the edge (the backend keeps them in
+/// Redis), so that an attacker spread over replicas gets no more tries than against one. Each
+/// edge still counts in its own memory too: that count decides alone when the ledger is away,
+/// which is why a ledger that cannot answer admits.
+pub trait SharedLedger: Send + Sync {
+    /// Whether `client` may try now, and whether `session` (whose token expires at
+    /// `expires_at`, Unix seconds) has attempts left; counts the attempt when it does.
+    fn admit<'a>(
+        &'a self,
+        client: &'a str,
+        session: &'a str,
+        expires_at: i64,
+    ) -> LedgerFuture<'a, Result<(), Refusal>>;
+
+    /// Records a failed attempt of `client`.
+    fn record_failure<'a>(&'a self, client: &'a str) -> LedgerFuture<'a, ()>;
+}
 
 /// The edge with what serving it needs.
 #[derive(Clone)]
@@ -29,6 +53,7 @@ pub struct EdgeService {
     identify: ClientIdentity,
     /// Checks running at once; more are shed with `503` rather than queued.
     permits: Arc<Semaphore>,
+    ledger: Option<Arc<dyn SharedLedger>>,
 }
 
 impl std::fmt::Debug for EdgeService {
@@ -46,6 +71,23 @@ impl EdgeService {
             edge,
             identify,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            ledger: None,
+        }
+    }
+
+    /// Counts attempts and failures in `ledger` as well as in this process.
+    #[must_use]
+    pub fn with_ledger(mut self, ledger: Arc<dyn SharedLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Records a failure in the shared ledger, when the outcome counts as one.
+    async fn count_failure(&self, error: &AttestError, client: &str) {
+        if let Some(ledger) = &self.ledger
+            && error.counts_as_failure()
+        {
+            ledger.record_failure(client).await;
         }
     }
 
@@ -107,11 +149,20 @@ async fn attest(State(service): State<EdgeService>, request: Request) -> Respons
     let client = (service.identify)(&parts);
     let authorization = header_text(&parts.headers, &header::AUTHORIZATION).map(str::to_owned);
     // No body is read for a locked-out client or a bad token.
-    if let Err(error) = service
+    let claims = match service
         .edge
         .precheck(authorization.as_deref(), &client, now_secs())
     {
-        return error_response(&error);
+        Ok(claims) => claims,
+        Err(error) => {
+            service.count_failure(&error, &client).await;
+            return error_response(&error);
+        }
+    };
+    if let Some(ledger) = &service.ledger
+        && let Err(refusal) = ledger.admit(&client, &claims.sid, claims.exp).await
+    {
+        return error_response(&AttestError::Refused(refusal));
     }
     let body = match axum::body::to_bytes(Body::new(body), limit).await {
         Ok(body) => body,
@@ -137,13 +188,14 @@ async fn attest(State(service): State<EdgeService>, request: Request) -> Respons
     let content_type = header_text(&parts.headers, &header::CONTENT_TYPE).map(str::to_owned);
     let edge = service.edge.clone();
     // Decoding and the models take tens of milliseconds of CPU: off the async threads.
+    let checking = client.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         edge.attest(AttestRequest {
             authorization: authorization.as_deref(),
             content_type: content_type.as_deref(),
             body,
-            client: &client,
+            client: &checking,
             now: now_secs(),
         })
     })
@@ -151,7 +203,10 @@ async fn attest(State(service): State<EdgeService>, request: Request) -> Respons
     .unwrap_or_else(|error| Err(AttestError::Internal(error.to_string())));
     let mut response = match outcome {
         Ok(answer) => Json(answer).into_response(),
-        Err(error) => error_response(&error),
+        Err(error) => {
+            service.count_failure(&error, &client).await;
+            error_response(&error)
+        }
     };
     response
         .headers_mut()
@@ -258,7 +313,7 @@ mod tests {
         )
     }
 
-    fn router(max_body_bytes: usize, concurrency: usize) -> Router {
+    fn service(max_body_bytes: usize, concurrency: usize) -> EdgeService {
         let edge = Edge::new(
             EdgeSettings {
                 capture: CaptureLimits {
@@ -274,12 +329,116 @@ mod tests {
         )
         .unwrap();
         let identify: ClientIdentity = Arc::new(|_| "client".to_owned());
-        let service = EdgeService::new(Arc::new(edge), identify, concurrency);
+        EdgeService::new(Arc::new(edge), identify, concurrency)
+    }
+
+    fn serve(service: EdgeService) -> Router {
         standalone(
             service,
             &["https://app.example.com".to_owned()],
             Duration::from_secs(5),
         )
+    }
+
+    fn router(max_body_bytes: usize, concurrency: usize) -> Router {
+        serve(service(max_body_bytes, concurrency))
+    }
+
+    /// A ledger that answers `refusal` and remembers the failures it is told of.
+    #[derive(Default)]
+    struct Ledger {
+        refusal: Option<Refusal>,
+        admitted: std::sync::Mutex<Vec<(String, String)>>,
+        failures: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl SharedLedger for Ledger {
+        fn admit<'a>(
+            &'a self,
+            client: &'a str,
+            session: &'a str,
+            _expires_at: i64,
+        ) -> LedgerFuture<'a, Result<(), Refusal>> {
+            self.admitted
+                .lock()
+                .unwrap()
+                .push((client.to_owned(), session.to_owned()));
+            Box::pin(std::future::ready(self.refusal.map_or(Ok(()), Err)))
+        }
+
+        fn record_failure<'a>(&'a self, client: &'a str) -> LedgerFuture<'a, ()> {
+            self.failures.lock().unwrap().push(client.to_owned());
+            Box::pin(std::future::ready(()))
+        }
+    }
+
+    fn never_ending_capture(authorization: Option<String>) -> Request<Body> {
+        let never = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        let mut request = Request::post("/v1/attest")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x");
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization);
+        }
+        request.body(Body::from_stream(never)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_shared_ledger_hears_of_failures_and_can_refuse_before_the_body_is_read() {
+        let ledger = Arc::new(Ledger::default());
+        let router = serve(service(5000, 2).with_ledger(ledger.clone()));
+        let response = router
+            .clone()
+            .oneshot(never_ending_capture(Some("Bearer nope".to_owned())))
+            .await
+            .unwrap();
+        assert_eq!(status_and_code(response).await.0, 401);
+        assert_eq!(*ledger.failures.lock().unwrap(), ["client"]);
+        assert!(ledger.admitted.lock().unwrap().is_empty());
+
+        // A valid token is admitted by the ledger; an empty capture is not a failed check.
+        let (content_type, body) = crate::sample::body(&[]);
+        let request = Request::post("/v1/attest")
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::AUTHORIZATION, token())
+            .body(Body::from(body))
+            .unwrap();
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(status_and_code(response).await.0, 400);
+        let session = crate::token::tests::claims().sid;
+        assert_eq!(
+            *ledger.admitted.lock().unwrap(),
+            [("client".to_owned(), session)]
+        );
+        assert_eq!(ledger.failures.lock().unwrap().len(), 1);
+
+        // What the ledger refuses is refused, with its wait, and no body is read (it never ends).
+        let refusing = Arc::new(Ledger {
+            refusal: Some(Refusal::LockedOut {
+                retry_after_secs: 42,
+            }),
+            ..Ledger::default()
+        });
+        let response = serve(service(5000, 2).with_ledger(refusing))
+            .oneshot(never_ending_capture(Some(token())))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "42");
+        assert_eq!(
+            status_and_code(response).await,
+            (429, "too_many_failures".to_owned())
+        );
+        let exhausted = Arc::new(Ledger {
+            refusal: Some(Refusal::SessionExhausted),
+            ..Ledger::default()
+        });
+        let response = serve(service(5000, 2).with_ledger(exhausted))
+            .oneshot(never_ending_capture(Some(token())))
+            .await
+            .unwrap();
+        assert_eq!(
+            status_and_code(response).await,
+            (429, "session_attempts_exhausted".to_owned())
+        );
     }
 
     async fn status_and_code(response: Response) -> (u16, String) {
@@ -310,13 +469,11 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_valid_token_no_body_is_read() {
-        let never = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
-        let request = Request::post("/v1/attest")
-            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
-            .body(Body::from_stream(never))
-            .unwrap();
         // The body never ends: answering at all shows it was not read.
-        let response = router(5000, 2).oneshot(request).await.unwrap();
+        let response = router(5000, 2)
+            .oneshot(never_ending_capture(None))
+            .await
+            .unwrap();
         assert_eq!(
             status_and_code(response).await,
             (401, "client_token_missing".to_owned())

@@ -98,12 +98,17 @@ impl Setup {
         let mut setup = Self::embedded();
         let database = fresh_postgres_database().await;
         setup.set("IDYNTRA_DATABASE_URL", &database);
-        setup.set("IDYNTRA_REDIS_URL", &redis_url());
-        setup.set(
+        setup.use_redis();
+        setup
+    }
+
+    /// Redis, under a key prefix of this setup's own.
+    pub fn use_redis(&mut self) -> &mut Self {
+        self.set("IDYNTRA_REDIS_URL", &redis_url());
+        self.set(
             "IDYNTRA_REDIS_KEY_PREFIX",
             &format!("e2e:{}:", uuid::Uuid::new_v4().simple()),
-        );
-        setup
+        )
     }
 
     pub fn set(&mut self, name: &str, value: &str) -> &mut Self {

@@ -157,3 +157,45 @@ async fn both_native_hosts_attest_a_live_capture_that_one_verifier_accepts() {
         .unwrap();
     assert_eq!(health["status"], "ok");
 }
+
+#[tokio::test]
+async fn replicas_sharing_redis_share_the_session_attempts_and_the_failure_lockout() {
+    let mut setup = Setup::embedded();
+    setup.use_redis();
+    // Two replicas of the edge: the one embedded in the API server, and one alone.
+    let backend = setup.serve();
+    let edge = setup.serve_edge();
+    let replicas = [&backend, &edge];
+    let key = setup.create_key("acme", &[]);
+    let key = key["secret"].as_str().unwrap();
+
+    // 10 attempts per session, taken in turn at either replica: an empty capture is unreadable,
+    // which is not a failed check, so no lockout gets in the way.
+    let (_, token, _) = session(&backend, key).await;
+    for attempt in 0..10 {
+        let response = post_capture(replicas[attempt % 2], Some(&token), &[]).await;
+        assert_eq!(response.status(), 400, "attempt {attempt}");
+    }
+    // Each replica has seen only 5: the count is shared.
+    let response = post_capture(replicas[0], Some(&token), &[]).await;
+    assert_eq!(response.status(), 429);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "session_attempts_exhausted");
+
+    // 5 refused tokens at one replica lock the client out at the other, for 3 minutes.
+    for _ in 0..5 {
+        let response = post_capture(replicas[0], Some("not-a-token"), &[]).await;
+        assert_eq!(response.status(), 401);
+    }
+    let (_, token, _) = session(&backend, key).await;
+    let response = post_capture(replicas[1], Some(&token), &[]).await;
+    assert_eq!(response.status(), 429);
+    let retry_after: i64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((170..=180).contains(&retry_after), "{retry_after}");
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(problem["code"], "too_many_failures");
+}

@@ -138,7 +138,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router());
     // The embedded edge: `POST /v1/attest` behind the same perimeter (CORS, limits, timeouts).
     if let Some(edge) = &state.edge {
-        let service = crate::edge_host::service(config, edge.clone());
+        let service = crate::edge_host::service(config, edge.clone(), state.redis.clone());
         let attest =
             idyntra_edge::native::attest_route(service).layer(from_fn(request_id::stamp_problems));
         router = router.route_service("/v1/attest", attest);
