@@ -2,15 +2,17 @@
 //! address, or a device id the host trusts) that fails too often is locked out for a while — AWS's
 //! guidance for face liveness is at most 5 failed checks in 3 minutes.
 //!
-//! The counts live in the memory of one edge instance (one Worker isolate, one native process):
-//! an attacker spread over many instances gets more tries, which the backend's own rate limits and
-//! the session's single use still bound.
+//! [`AbuseGuard`] counts in the memory of one edge instance (one Worker isolate, one native
+//! process). Hosts also share the counts across instances when they can: the native hosts in Redis,
+//! the Worker in a Durable Object, both with the rules of [`FailureLog`] and [`next_attempt`].
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
+
 /// The limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AbuseLimits {
     /// Attempts per session (a client token lasts 15 minutes).
     pub max_attempts_per_session: u32,
@@ -33,7 +35,8 @@ impl Default for AbuseLimits {
 }
 
 /// Why an attempt is not admitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Refusal {
     /// The session has used its attempts.
     SessionExhausted,
@@ -41,10 +44,57 @@ pub enum Refusal {
     LockedOut { retry_after_secs: i64 },
 }
 
+/// The recent failures of one client: their times (Unix seconds), oldest first, no more than
+/// the limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FailureLog(VecDeque<i64>);
+
+impl FailureLog {
+    /// Forgets the failures that aged out of the window, then refuses a client that failed too
+    /// often, saying when the oldest failure ages out.
+    pub fn check(&mut self, limits: &AbuseLimits, now: i64) -> Result<(), Refusal> {
+        let window = limits.failure_window_secs;
+        while self.0.front().is_some_and(|&at| at + window <= now) {
+            self.0.pop_front();
+        }
+        if self.0.len() >= limits.max_failures {
+            let oldest = self.0.front().copied().unwrap_or(now);
+            return Err(Refusal::LockedOut {
+                retry_after_secs: (oldest + window - now).max(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records a failure at `now`.
+    pub fn record(&mut self, limits: &AbuseLimits, now: i64) {
+        self.0.push_back(now);
+        // Only the latest `max_failures` matter.
+        while self.0.len() > limits.max_failures {
+            self.0.pop_front();
+        }
+    }
+
+    /// When every recorded failure has aged out (Unix seconds), if any is recorded.
+    pub fn forgotten_at(&self, limits: &AbuseLimits) -> Option<i64> {
+        self.0.back().map(|&at| at + limits.failure_window_secs)
+    }
+}
+
+/// The count of a session after one more attempt, when it has made `made` so far; refused once
+/// the session has used its attempts.
+pub fn next_attempt(made: u32, limits: &AbuseLimits) -> Result<u32, Refusal> {
+    if made >= limits.max_attempts_per_session {
+        return Err(Refusal::SessionExhausted);
+    }
+    Ok(made + 1)
+}
+
 #[derive(Debug, Default)]
 struct Ledger {
     attempts: HashMap<String, (u32, i64)>,
-    failures: HashMap<String, VecDeque<i64>>,
+    failures: HashMap<String, FailureLog>,
 }
 
 /// Counts attempts and failures.
@@ -72,19 +122,10 @@ impl AbuseGuard {
     /// Whether `client` may make an attempt now (Unix seconds), before anything is counted.
     pub fn check_client(&self, client: &str, now: i64) -> Result<(), Refusal> {
         let mut ledger = self.ledger();
-        let window = self.limits.failure_window_secs;
-        if let Some(failures) = ledger.failures.get_mut(client) {
-            while failures.front().is_some_and(|&at| at + window <= now) {
-                failures.pop_front();
-            }
-            if failures.len() >= self.limits.max_failures {
-                let oldest = failures.front().copied().unwrap_or(now);
-                return Err(Refusal::LockedOut {
-                    retry_after_secs: (oldest + window - now).max(1),
-                });
-            }
+        match ledger.failures.get_mut(client) {
+            Some(failures) => failures.check(&self.limits, now),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Counts an attempt of `session` (whose token expires at `expires_at`), refusing it when
@@ -101,31 +142,27 @@ impl AbuseGuard {
             .attempts
             .entry(session.to_owned())
             .or_insert((0, expires_at));
-        if *count >= self.limits.max_attempts_per_session {
-            return Err(Refusal::SessionExhausted);
-        }
-        *count += 1;
+        *count = next_attempt(*count, &self.limits)?;
         Ok(())
     }
 
     /// Records a failed attempt of `client`.
     pub fn record_failure(&self, client: &str, now: i64) {
         let mut ledger = self.ledger();
-        let window = self.limits.failure_window_secs;
-        if ledger.failures.len() >= self.limits.max_tracked {
+        let limits = self.limits;
+        if ledger.failures.len() >= limits.max_tracked {
             ledger
                 .failures
-                .retain(|_, times| times.back().is_some_and(|&at| at + window > now));
-            if ledger.failures.len() >= self.limits.max_tracked {
+                .retain(|_, log| log.forgotten_at(&limits).is_some_and(|at| at > now));
+            if ledger.failures.len() >= limits.max_tracked {
                 ledger.failures.clear();
             }
         }
-        let failures = ledger.failures.entry(client.to_owned()).or_default();
-        failures.push_back(now);
-        // Only the latest `max_failures` matter.
-        while failures.len() > self.limits.max_failures {
-            failures.pop_front();
-        }
+        ledger
+            .failures
+            .entry(client.to_owned())
+            .or_default()
+            .record(&limits, now);
     }
 }
 
@@ -167,6 +204,31 @@ mod tests {
             Err(Refusal::SessionExhausted)
         );
         assert_eq!(guard.admit_session("ses_2", 2000, 1000), Ok(()));
+    }
+
+    #[test]
+    fn a_failure_log_keeps_the_latest_failures_and_says_when_they_are_forgotten() {
+        let limits = AbuseLimits::default();
+        let mut log = FailureLog::default();
+        assert_eq!(log.forgotten_at(&limits), None);
+        for t in 0..8 {
+            log.record(&limits, 1000 + t);
+        }
+        // Stored as the bare list of times (a Durable Object keeps it as JSON).
+        assert_eq!(
+            serde_json::to_string(&log).unwrap(),
+            "[1003,1004,1005,1006,1007]"
+        );
+        assert_eq!(log.forgotten_at(&limits), Some(1187));
+        assert_eq!(
+            log.check(&limits, 1100),
+            Err(Refusal::LockedOut {
+                retry_after_secs: 83
+            })
+        );
+        assert_eq!(log.check(&limits, 1183), Ok(()));
+        assert_eq!(next_attempt(9, &limits), Ok(10));
+        assert_eq!(next_attempt(10, &limits), Err(Refusal::SessionExhausted));
     }
 
     #[test]

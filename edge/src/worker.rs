@@ -7,6 +7,8 @@
 //! backend's `/.well-known/jwks.json`, whose keys sign client tokens), and optionally
 //! `EDGE_RETIRED_JWKS` (earlier attestation keys, still published).
 
+mod ledger;
+
 use std::cell::OnceCell;
 use std::rc::Rc;
 
@@ -17,6 +19,7 @@ use crate::attest::{AttestError, AttestRequest, Edge, EdgeSettings};
 use crate::capture::{CaptureError, CaptureLimits};
 use crate::checks::Checker;
 use crate::keys::{EdKey, KeySet, PublicKey};
+use ledger::Ledger;
 
 thread_local! {
     /// The edge of this isolate, built on its first request (the models load once per isolate).
@@ -106,7 +109,7 @@ fn error_response(error: &AttestError) -> worker::Result<Response> {
     Ok(response)
 }
 
-async fn attest(mut request: Request, edge: &Edge) -> worker::Result<Response> {
+async fn attest(mut request: Request, edge: &Edge, env: &Env) -> worker::Result<Response> {
     let limit = edge.settings().capture.max_body_bytes;
     let too_large = AttestError::Capture(CaptureError::BodyTooLarge { max: limit });
     let announced = request
@@ -131,8 +134,25 @@ async fn attest(mut request: Request, edge: &Edge) -> worker::Result<Response> {
         .get("cf-connecting-ip")?
         .unwrap_or_else(|| "local".to_owned());
     let now = (worker::Date::now().as_millis() / 1000) as i64;
-    if let Err(error) = edge.precheck(authorization.as_deref(), &client, now) {
-        return error_response(&error);
+    let ledger = Ledger::bound(env, edge.settings().abuse);
+    let count_failure = async |error: &AttestError| {
+        if let Some(ledger) = &ledger
+            && error.counts_as_failure()
+        {
+            ledger.record_failure(&client, now).await;
+        }
+    };
+    let claims = match edge.precheck(authorization.as_deref(), &client, now) {
+        Ok(claims) => claims,
+        Err(error) => {
+            count_failure(&error).await;
+            return error_response(&error);
+        }
+    };
+    if let Some(ledger) = &ledger
+        && let Err(refusal) = ledger.admit(&client, &claims.sid, claims.exp, now).await
+    {
+        return error_response(&AttestError::Refused(refusal));
     }
     let body = request.bytes().await?;
     if body.len() > limit || body.len() != length {
@@ -148,7 +168,10 @@ async fn attest(mut request: Request, edge: &Edge) -> worker::Result<Response> {
         now,
     }) {
         Ok(answer) => json_response(200, &answer, "application/json"),
-        Err(error) => error_response(&error),
+        Err(error) => {
+            count_failure(&error).await;
+            error_response(&error)
+        }
     }
 }
 
@@ -214,7 +237,7 @@ async fn respond(request: Request, env: &Env) -> worker::Result<Response> {
                     "The edge is not configured",
                 ))?
             }
-            Ok(edge) if route.0 == Method::Post => attest(request, &edge).await?,
+            Ok(edge) if route.0 == Method::Post => attest(request, &edge, env).await?,
             Ok(edge) => {
                 let response = json_response(200, &edge.jwks(), "application/json")?;
                 response

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,8 @@ impl Worker {
         format!("{}{path}", self.base_url)
     }
 
-    fn start(vars: &[(&str, String)]) -> Self {
+    /// Serves the Worker with `vars`, its Durable Objects' storage under `state`.
+    fn start(vars: &[(&str, String)], state: &Path) -> Self {
         let root = repository();
         let status = Command::new("bash")
             .arg(root.join("edge/worker/build.sh"))
@@ -77,6 +78,8 @@ impl Worker {
                 "0",
                 "--show-interactive-dev-session=false",
             ])
+            .arg("--persist-to")
+            .arg(state)
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("IDYNTRA_WORKER_PROFILE", "dev")
@@ -182,9 +185,12 @@ async fn the_worker_and_both_native_hosts_attest_and_one_verifier_accepts_them_a
         ("MAX_BODY_BYTES", "4000000".to_owned()),
         ("ALLOWED_ORIGINS", "https://app.example.com".to_owned()),
     ];
-    let worker = tokio::task::spawn_blocking(move || Worker::start(&vars))
-        .await
-        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let start = {
+        let state = state.path().to_owned();
+        move || Worker::start(&vars, &state)
+    };
+    let worker = tokio::task::spawn_blocking(start.clone()).await.unwrap();
 
     let mut keys = jwks(worker.url("/.well-known/jwks.json")).await;
     assert_eq!(keys.keys.len(), 1);
@@ -279,6 +285,29 @@ async fn the_worker_and_both_native_hosts_attest_and_one_verifier_accepts_them_a
             .is_some();
         assert_eq!(allow, allowed, "{origin}");
     }
+
+    // Failures are counted in the abuse ledger's Durable Objects, not in the isolate: 5 refused
+    // tokens (the request without one above was the first) lock the client out, and a new
+    // isolate (the Worker restarted over the same storage) still refuses it.
+    let (content_type, body) = sample::body(&[]);
+    for _ in 0..4 {
+        let refused = post(
+            worker.url("/v1/attest"),
+            Some("not-a-token"),
+            &content_type,
+            body.clone(),
+        )
+        .await;
+        assert_eq!(refused.status(), 401);
+    }
+    drop(worker);
+    let worker = tokio::task::spawn_blocking(start).await.unwrap();
+    let (_, token, _) = session(&backend, key).await;
+    let locked = post(worker.url("/v1/attest"), Some(&token), &content_type, body).await;
+    assert_eq!(locked.status(), 429);
+    assert!(locked.headers().contains_key("retry-after"));
+    let problem: Value = locked.json().await.unwrap();
+    assert_eq!(problem["code"], "too_many_failures");
 
     // The build wrangler served links BlazeFace and nothing bigger: the passive model (4.1 MB)
     // is for native hosts only, and a reference to its bytes from code the Worker runs would
