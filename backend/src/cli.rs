@@ -1,5 +1,5 @@
 //! The command line: `serve`, `migrate`, `keys …`, `audit verify`, `verify`,
-//! `eval faces|liveness|pad`, `edge serve`.
+//! `eval faces|liveness|pad|manipulation`, `edge serve`.
 //!
 //! Every command reads the same configuration as the server, so it talks to the same database.
 //! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
@@ -143,6 +143,33 @@ enum EvalCommand {
         /// Liveness threshold to report at (1 − the model's attack score).
         #[arg(long, default_value_t = 1.0 - idyntra_models::pad::DTN_THRESHOLD)]
         threshold: f32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The manipulation model: trained on photos of real people and fakes blended from them,
+    /// calibrated and measured on people it did not see.
+    Manipulation {
+        /// Folder of photos of real people.
+        #[arg(long)]
+        images: PathBuf,
+        /// CSV `image,identity` naming the person in each photo.
+        #[arg(long)]
+        identities: PathBuf,
+        /// Folder of photos of other people, measured with the calibrated threshold.
+        #[arg(long)]
+        held_out: Option<PathBuf>,
+        /// Share of real faces of people not trained on that the threshold may flag.
+        #[arg(long, default_value_t = 0.05)]
+        target_fpr: f64,
+        /// Real samples and fakes made from each photo.
+        #[arg(long, default_value_t = 16)]
+        variants: usize,
+        /// Seed of the random fakes and jitter (the same seed makes the same model).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Writes the model fitted on every person (JSON) to this path.
+        #[arg(long)]
+        write_model: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -300,6 +327,32 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", eval::pad_text(&report));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        EvalCommand::Manipulation {
+            images,
+            identities,
+            held_out,
+            target_fpr,
+            variants,
+            seed,
+            write_model,
+            json,
+        } => {
+            let report = eval::manipulation(&eval::ManipulationEvalRequest {
+                images,
+                identities,
+                held_out,
+                target_fpr,
+                variants,
+                seed,
+                write_model,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", eval::manipulation_text(&report));
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -20,7 +20,7 @@ mod pipeline;
 
 pub use pipeline::{
     AttestationConfig, CpuEngine, DecisionConfig, Device, InferenceConfig, JobsConfig, MasterKey,
-    MediaConfig, PassivePadUse, WebhookConfig, WhenUnchecked, aes_key,
+    MediaConfig, SignalUse, WebhookConfig, WhenUnchecked, aes_key,
 };
 
 /// Environment variable prefix of every setting.
@@ -549,6 +549,16 @@ impl Config {
                 "must start with redis:// or rediss://",
             ));
         }
+        if self
+            .decision
+            .manipulation_threshold
+            .is_some_and(|threshold| !(0.0..=1.0).contains(&threshold))
+        {
+            return Err(ConfigError::invalid(
+                "decision.manipulation_threshold",
+                "must be 0 to 1 (the probability that a face was blended in)",
+            ));
+        }
         for (setting, limit) in [
             ("rate_limit.per_key", self.rate_limit.per_key),
             ("rate_limit.per_ip", self.rate_limit.per_ip),
@@ -1054,6 +1064,20 @@ mod tests {
         .unwrap();
         assert_eq!(config.edge.passive_pad, PassivePadMode::Enforce);
         assert_eq!(config.edge.passive_pad_threshold, Some(0.9));
-        assert_eq!(config.decision.passive_pad, PassivePadUse::Evidence);
+        assert_eq!(config.decision.passive_pad, SignalUse::Evidence);
+        let error = load(&[("IDYNTRA_DECISION__MANIPULATION_THRESHOLD", "2")]).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("decision.manipulation_threshold"),
+            "{error}"
+        );
+        let config = load(&[
+            ("IDYNTRA_DECISION__MANIPULATION", "evidence"),
+            ("IDYNTRA_DECISION__MANIPULATION_THRESHOLD", "0.7"),
+        ])
+        .unwrap();
+        assert_eq!(config.decision.manipulation, SignalUse::Evidence);
+        assert_eq!(config.decision.manipulation_threshold, Some(0.7));
     }
 }

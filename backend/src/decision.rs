@@ -4,13 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use idyntra_models::MatchPolicy;
+use idyntra_models::{MatchPolicy, manipulation};
 use idyntra_types::{
     AttestationClaims, Decision, ModelUsed, QualityCode, QualityReport, QualityResult, ReasonCode,
-    VerificationResult,
+    ScoredCheck, VerificationResult,
 };
 
-use crate::config::{DecisionConfig, PassivePadUse, WhenUnchecked};
+use crate::config::{DecisionConfig, SignalUse, WhenUnchecked};
 use crate::verify::QUALITY_THRESHOLD;
 
 /// What the backend's own models found.
@@ -21,6 +21,15 @@ pub struct FaceEvidence {
     pub document_faces: Option<usize>,
     /// Cosine similarity of the selfie's and the document's main faces, when both have one.
     pub similarity: Option<f32>,
+    /// The manipulation model's scores of the selfie's and the document's main faces.
+    pub manipulation: Manipulation,
+}
+
+/// The manipulation scores of a capture's faces (how likely each was blended in, 0–1).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Manipulation {
+    pub selfie: Option<f32>,
+    pub document: Option<f32>,
 }
 
 /// The policy of a deployment: the match threshold and what unchecked evidence means.
@@ -28,12 +37,17 @@ pub struct FaceEvidence {
 pub struct Policy {
     pub face_match: MatchPolicy,
     pub liveness_unchecked: WhenUnchecked,
-    pub passive_pad: PassivePadUse,
+    pub passive_pad: SignalUse,
+    pub manipulation: SignalUse,
+    /// Manipulation scores at or above it are flagged.
+    pub manipulation_threshold: f32,
     pub manipulation_unchecked: WhenUnchecked,
 }
 
 impl Policy {
-    pub fn new(config: &DecisionConfig) -> Self {
+    /// The policy of `config`; `manipulation_threshold` is the bundled model's, unless the
+    /// configuration sets one.
+    pub fn new(config: &DecisionConfig, manipulation_threshold: f32) -> Self {
         let mut face_match = MatchPolicy::MOBILEFACENET;
         if let Some(threshold) = config.face_match_threshold {
             face_match.threshold = threshold;
@@ -42,8 +56,32 @@ impl Policy {
             face_match,
             liveness_unchecked: config.liveness_unchecked,
             passive_pad: config.passive_pad,
+            manipulation: config.manipulation,
+            manipulation_threshold: config
+                .manipulation_threshold
+                .unwrap_or(manipulation_threshold),
             manipulation_unchecked: config.manipulation_unchecked,
         }
+    }
+
+    /// The manipulation check of a capture's scores: the most suspicious face decides, both
+    /// scores are kept as signals; `None` when no face was scored.
+    pub fn manipulation_check(&self, scores: &Manipulation) -> Option<ScoredCheck> {
+        let faces = [("selfie", scores.selfie), ("document", scores.document)];
+        let score = faces
+            .iter()
+            .filter_map(|(_, score)| *score)
+            .reduce(f32::max)?;
+        Some(ScoredCheck {
+            score,
+            threshold: self.manipulation_threshold,
+            passed: score < self.manipulation_threshold,
+            method: manipulation::METHOD.to_owned(),
+            signals: faces
+                .iter()
+                .filter_map(|(face, score)| score.map(|s| ((*face).to_owned(), s)))
+                .collect(),
+        })
     }
 }
 
@@ -86,7 +124,7 @@ pub fn decide(
     let liveness = edge.liveness.challenge.clone().or_else(|| {
         passive_pad
             .clone()
-            .filter(|_| policy.passive_pad == PassivePadUse::Evidence)
+            .filter(|_| policy.passive_pad == SignalUse::Evidence)
     });
     let mut unchecked_review = false;
     match &liveness {
@@ -97,9 +135,19 @@ pub fn decide(
             unchecked_review |= policy.liveness_unchecked == WhenUnchecked::Review;
         }
     }
-    // No manipulation detector is bundled yet.
-    reasons.push(ReasonCode::ManipulationNotChecked);
-    unchecked_review |= policy.manipulation_unchecked == WhenUnchecked::Review;
+    // The manipulation score decides only where the policy counts it as evidence.
+    let manipulation = policy.manipulation_check(&evidence.manipulation);
+    match manipulation
+        .as_ref()
+        .filter(|_| policy.manipulation == SignalUse::Evidence)
+    {
+        Some(check) if !check.passed => reasons.push(ReasonCode::DeepfakeSuspected),
+        Some(_) => {}
+        None => {
+            reasons.push(ReasonCode::ManipulationNotChecked);
+            unchecked_review |= policy.manipulation_unchecked == WhenUnchecked::Review;
+        }
+    }
     reasons.sort_unstable();
     reasons.dedup();
 
@@ -121,7 +169,7 @@ pub fn decide(
         face_match,
         liveness,
         passive_pad,
-        manipulation: None,
+        manipulation,
         quality: quality(&edge.selfie_quality, edge.document_quality.as_ref()),
         reasons,
         models,
@@ -145,7 +193,7 @@ fn quality(selfie: &QualityReport, document: Option<&QualityReport>) -> QualityR
 
 #[cfg(test)]
 mod tests {
-    use idyntra_types::{AttestedLiveness, EdgeChecks, LivenessMode, ScoredCheck};
+    use idyntra_types::{AttestedLiveness, EdgeChecks, LivenessMode};
 
     use super::*;
 
@@ -200,6 +248,7 @@ mod tests {
             selfie_faces: 1,
             document_faces: Some(1),
             similarity: Some(similarity),
+            manipulation: Manipulation::default(),
         }
     }
 
@@ -207,7 +256,9 @@ mod tests {
         Policy {
             face_match: MatchPolicy::MOBILEFACENET,
             liveness_unchecked: WhenUnchecked::Review,
-            passive_pad: PassivePadUse::Advisory,
+            passive_pad: SignalUse::Advisory,
+            manipulation: SignalUse::Advisory,
+            manipulation_threshold: 0.6,
             manipulation_unchecked: manipulation,
         }
     }
@@ -271,6 +322,7 @@ mod tests {
             selfie_faces: 2,
             document_faces: Some(0),
             similarity: None,
+            manipulation: Manipulation::default(),
         };
         let result = run(&lenient, &claims(Some(true)), &blank);
         assert_eq!(result.decision, Decision::Rejected);
@@ -305,7 +357,7 @@ mod tests {
     #[test]
     fn a_passive_score_counted_as_evidence_is_the_sessions_liveness() {
         let counted = Policy {
-            passive_pad: PassivePadUse::Evidence,
+            passive_pad: SignalUse::Evidence,
             ..policy(WhenUnchecked::Ignore)
         };
         let live = run(&counted, &passive_claims(true), &evidence(0.8));
@@ -321,5 +373,56 @@ mod tests {
             run(&counted, &both, &evidence(0.8)).decision,
             Decision::Verified
         );
+    }
+
+    #[test]
+    fn a_manipulation_score_is_shown_and_counts_only_as_evidence() {
+        let scored = |selfie: f32, document: f32| FaceEvidence {
+            manipulation: Manipulation {
+                selfie: Some(selfie),
+                document: Some(document),
+            },
+            ..evidence(0.8)
+        };
+        // Advisory (the default): shown, with both faces' scores, and still unchecked.
+        let advisory = policy(WhenUnchecked::Review);
+        let result = run(&advisory, &claims(Some(true)), &scored(0.9, 0.1));
+        assert_eq!(result.decision, Decision::NeedsReview);
+        assert!(result.reasons.contains(&ReasonCode::ManipulationNotChecked));
+        let check = result.manipulation.unwrap();
+        assert_eq!(
+            (check.score, check.threshold, check.passed),
+            (0.9, 0.6, false)
+        );
+        assert_eq!(check.signals["selfie"], 0.9);
+        assert_eq!(check.signals["document"], 0.1);
+        assert_eq!(check.method, manipulation::METHOD);
+
+        // As evidence: a flagged face rejects, unflagged faces count as checked.
+        let counted = Policy {
+            manipulation: SignalUse::Evidence,
+            ..policy(WhenUnchecked::Review)
+        };
+        let flagged = run(&counted, &claims(Some(true)), &scored(0.1, 0.6));
+        assert_eq!(flagged.decision, Decision::Rejected);
+        assert_eq!(flagged.reasons, vec![ReasonCode::DeepfakeSuspected]);
+        let clean = run(&counted, &claims(Some(true)), &scored(0.2, 0.3));
+        assert_eq!(clean.decision, Decision::Verified, "{:?}", clean.reasons);
+        assert!(clean.reasons.is_empty());
+        // No face scored: unchecked, whatever the policy.
+        let none = run(&counted, &claims(Some(true)), &evidence(0.8));
+        assert!(none.manipulation.is_none());
+        assert_eq!(none.decision, Decision::NeedsReview);
+    }
+
+    #[test]
+    fn the_manipulation_threshold_is_the_models_unless_configured() {
+        let config = DecisionConfig::default();
+        assert_eq!(Policy::new(&config, 0.6).manipulation_threshold, 0.6);
+        let config = DecisionConfig {
+            manipulation_threshold: Some(0.3),
+            ..DecisionConfig::default()
+        };
+        assert_eq!(Policy::new(&config, 0.6).manipulation_threshold, 0.3);
     }
 }

@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use idyntra_models::manipulation::BlendModel;
 use idyntra_models::{DecodeLimits, LocatedFaces, decode, embedding};
 use image::RgbImage;
 
 use crate::app::App;
-use crate::decision::FaceEvidence;
+use crate::decision::{FaceEvidence, Manipulation};
 use crate::face_cache::{CacheEntry, ImageFaces};
 use crate::finalize::FinalizeError;
 use crate::vault::DataKey;
@@ -25,13 +26,14 @@ pub async fn face_evidence(
     document: Option<Vec<u8>>,
 ) -> Result<(FaceEvidence, BTreeMap<String, f64>), FinalizeError> {
     let models = format!(
-        "{}|{}",
+        "{}|{}|{}",
         app.faces.engine(),
         app.faces
             .chain()
             .models()
             .map(|model| model.sha256)
-            .join(",")
+            .join(","),
+        BlendModel::bundled_sha256(),
     );
     let selfie_entry = CacheEntry::new(session_id, "selfie", &selfie, &models);
     let document_entry = document
@@ -65,7 +67,12 @@ pub async fn face_evidence(
                         .image;
                     let located = models.locate(&photo)?;
                     timings.insert(format!("{role}_detect_align"), ms(at));
-                    Ok::<_, idyntra_models::ModelError>(located)
+                    let at = Instant::now();
+                    let manipulation = located
+                        .main_face()
+                        .and_then(|face| models.blend.score_face(&photo, face));
+                    timings.insert(format!("{role}_manipulation"), ms(at));
+                    Ok::<_, idyntra_models::ModelError>((located, manipulation))
                 };
                 let selfie = selfie.map(|bytes| locate(&bytes, "selfie")).transpose()?;
                 let document = document
@@ -82,7 +89,7 @@ pub async fn face_evidence(
     // includes the batch's wait.
     let crops: Vec<RgbImage> = [&located_selfie, &located_document]
         .into_iter()
-        .filter_map(|located| located.as_ref().and_then(|l| l.crop.clone()))
+        .filter_map(|located| located.as_ref().and_then(|(l, _)| l.crop.clone()))
         .collect();
     let mut embeddings = if crops.is_empty() {
         Vec::new()
@@ -93,9 +100,10 @@ pub async fn face_evidence(
         embeddings
     }
     .into_iter();
-    let mut found = |located: LocatedFaces| ImageFaces {
+    let mut found = |(located, manipulation): (LocatedFaces, Option<f32>)| ImageFaces {
         faces: located.faces.len(),
         embedding: located.crop.and_then(|_| embeddings.next()),
+        manipulation,
     };
     let selfie = match (cached_selfie, located_selfie) {
         (Some(cached), _) => cached,
@@ -129,8 +137,12 @@ pub async fn face_evidence(
     };
     let evidence = FaceEvidence {
         selfie_faces: selfie.faces,
-        document_faces: document.map(|d| d.faces),
+        document_faces: document.as_ref().map(|d| d.faces),
         similarity,
+        manipulation: Manipulation {
+            selfie: selfie.manipulation,
+            document: document.and_then(|d| d.manipulation),
+        },
     };
     Ok((evidence, timings))
 }

@@ -27,6 +27,9 @@ pub struct ImageFaces {
     pub faces: usize,
     /// The embedding of the largest face; `None` when it could not be aligned.
     pub embedding: Option<Vec<f32>>,
+    /// The manipulation score of the largest face.
+    #[serde(default)]
+    pub manipulation: Option<f32>,
 }
 
 /// Which image of which session, under which models.
@@ -206,6 +209,7 @@ mod tests {
         ImageFaces {
             faces: 1,
             embedding: Some(vec![0.25, -0.5, 1.0]),
+            manipulation: Some(0.25),
         }
     }
 

@@ -161,12 +161,16 @@ async fn decide(
             sha256: m.sha256.to_owned(),
         })
         .collect();
+    models.push(ModelUsed {
+        name: idyntra_models::manipulation::MODEL_NAME.to_owned(),
+        sha256: idyntra_models::manipulation::BlendModel::bundled_sha256(),
+    });
     for model in &claims.models {
         if !models.contains(model) {
             models.push(model.clone());
         }
     }
-    let policy = Policy::new(&app.config.decision);
+    let policy = Policy::new(&app.config.decision, app.faces.blend().threshold);
     timings.insert(
         "total_ms".to_owned(),
         started.elapsed().as_secs_f64() * 1000.0,

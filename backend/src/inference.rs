@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use idyntra_models::manipulation::BlendModel;
 use idyntra_models::{FaceChain, LocatedFaces, ModelError};
 use image::RgbImage;
 use prometheus_client::metrics::histogram::Histogram;
@@ -42,6 +43,8 @@ enum Engine {
 pub struct Models {
     pub chain: FaceChain,
     engine: Engine,
+    /// The manipulation model (features and a logistic regression: no engine of its own).
+    pub blend: BlendModel,
 }
 
 impl Models {
@@ -250,7 +253,15 @@ impl FaceEngine {
         let engine = engine(config)?;
         let chain = FaceChain::bundled(FaceChain::CANVAS)
             .map_err(|e| anyhow::anyhow!("loading the face models: {e}"))?;
-        Ok(Self::with_models(Models { chain, engine }, config))
+        let blend = BlendModel::bundled()?;
+        Ok(Self::with_models(
+            Models {
+                chain,
+                engine,
+                blend,
+            },
+            config,
+        ))
     }
 
     fn with_models(models: Models, config: &InferenceConfig) -> Self {
@@ -288,6 +299,11 @@ impl FaceEngine {
 
     pub fn chain(&self) -> &FaceChain {
         &self.pool.models.chain
+    }
+
+    /// The manipulation model.
+    pub fn blend(&self) -> &BlendModel {
+        &self.pool.models.blend
     }
 
     /// The histogram of crops per embedding run, to register with the metrics.

@@ -1,17 +1,22 @@
 //! `idyntra verify --selfie A --document B`: the face chain on two photos, offline, with the same
 //! result shape as the API (`session.result`).
 //!
-//! Two still photos cannot prove liveness, and no manipulation detector is bundled yet, so the
-//! best decision here is `needs_review`; a mismatch, a missing face or a poor photo rejects.
+//! Two still photos cannot prove liveness, and the manipulation score is advisory (as in the
+//! API's default policy), so the best decision here is `needs_review`; a mismatch, a missing face
+//! or a poor photo rejects.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use idyntra_models::manipulation::{self, BlendModel};
 use idyntra_models::quality::{self, Capture, QualityThresholds};
-use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding};
+use idyntra_models::{DecodeLimits, FaceChain, LocatedFaces, MatchPolicy, decode, embedding};
 use idyntra_types::{ModelUsed, QualityCode, QualityResult, ReasonCode, VerificationResult};
+
+use crate::config::DecisionConfig;
+use crate::decision::{Manipulation, Policy};
 
 /// The overall quality score at or above which a photo is usable (a component at its limit
 /// scores 50).
@@ -45,6 +50,21 @@ pub fn verify(
     }
     let (selfie_photo, selfie_faces) = &photos[0];
     let (document_photo, document_faces) = &photos[1];
+
+    let started = Instant::now();
+    let blend = BlendModel::bundled()?;
+    let score = |photo, located: &LocatedFaces| {
+        located
+            .main_face()
+            .and_then(|face| blend.score_face(photo, face))
+    };
+    let manipulation = Policy::new(&DecisionConfig::default(), blend.threshold).manipulation_check(
+        &Manipulation {
+            selfie: score(selfie_photo, selfie_faces),
+            document: score(document_photo, document_faces),
+        },
+    );
+    timed("manipulation", started);
 
     let started = Instant::now();
     let selfie_quality =
@@ -93,7 +113,7 @@ pub fn verify(
         face_match,
         liveness: None,
         passive_pad: None,
-        manipulation: None,
+        manipulation,
         quality: QualityResult {
             score,
             threshold: QUALITY_THRESHOLD,
@@ -109,6 +129,10 @@ pub fn verify(
                 name: m.name.to_owned(),
                 sha256: m.sha256.to_owned(),
             })
+            .chain([ModelUsed {
+                name: manipulation::MODEL_NAME.to_owned(),
+                sha256: BlendModel::bundled_sha256(),
+            }])
             .collect(),
         engine: Some("tract-cpu".to_owned()),
         timings_ms: timings,
@@ -162,7 +186,15 @@ pub fn text(result: &VerificationResult) -> String {
         ));
     }
     out.push_str("liveness: not checked (two still photos cannot prove liveness)\n");
-    out.push_str("manipulation: not checked (no manipulation detector is bundled)\n");
+    match &result.manipulation {
+        Some(m) => out.push_str(&format!(
+            "manipulation: score {:.4}, threshold {:.4}: {} (advisory: decides nothing)\n",
+            m.score,
+            m.threshold,
+            if m.passed { "not flagged" } else { "flagged" }
+        )),
+        None => out.push_str("manipulation: not scored (no face in a photo)\n"),
+    }
     for model in &result.models {
         out.push_str(&format!("model {}: sha256 {}\n", model.name, model.sha256));
     }
@@ -210,7 +242,9 @@ mod tests {
         let different = verify(&path("img1.jpg"), &path("img13.jpg"), &chain, policy).unwrap();
         assert_eq!(different.decision, Decision::Rejected);
         assert!(different.reasons.contains(&ReasonCode::FaceMismatch));
-        assert_eq!(different.models.len(), 2);
+        // CenterFace, MobileFaceNet and the manipulation model.
+        assert_eq!(different.models.len(), 3);
+        assert!(different.manipulation.is_some());
         assert!(text(&different).starts_with("decision: rejected (face_mismatch"));
     }
 }

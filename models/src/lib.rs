@@ -20,6 +20,7 @@ pub mod evaluation;
 pub mod face;
 pub mod liveness;
 pub mod liveness_samples;
+pub mod manipulation;
 pub mod pad;
 pub mod quality;
 pub mod tract_runner;

@@ -283,6 +283,15 @@ async fn the_whole_flow(mut setup: Setup) {
             .any(|m| m["name"].as_str().unwrap().contains("mobilefacenet")),
         "{models:?}"
     );
+    // Both faces were scored for manipulation; the score is advisory by default.
+    let manipulation = &result["manipulation"];
+    assert_eq!(manipulation["method"], "self_blend_lr", "{result}");
+    assert!(manipulation["signals"]["selfie"].is_number(), "{result}");
+    assert!(manipulation["signals"]["document"].is_number(), "{result}");
+    assert!(
+        models.iter().any(|m| m["name"] == "self-blend-lr"),
+        "{models:?}"
+    );
 
     let verified = receiver
         .wait_for("session.verified", Duration::from_secs(20))

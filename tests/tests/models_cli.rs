@@ -51,8 +51,25 @@ fn verify_prints_the_api_result_shape() {
             .contains(&"face_mismatch".into())
     );
     assert_eq!(result["quality"]["passed"], true);
-    assert!(result["liveness"].is_null() && result["manipulation"].is_null());
+    assert!(result["liveness"].is_null());
+    // Both faces scored by the manipulation model; advisory, so still unchecked.
+    let manipulation = &result["manipulation"];
+    assert_eq!(manipulation["method"], "self_blend_lr");
+    let signals = manipulation["signals"].as_object().unwrap();
+    assert_eq!(signals.len(), 2, "{manipulation}");
+    let highest = signals
+        .values()
+        .filter_map(Value::as_f64)
+        .fold(0.0, f64::max);
+    assert!((manipulation["score"].as_f64().unwrap() - highest).abs() < 1e-6);
+    assert!(
+        result["reasons"]
+            .as_array()
+            .unwrap()
+            .contains(&"manipulation_not_checked".into())
+    );
     let models = result["models"].as_array().unwrap();
+    assert!(models.iter().any(|m| m["name"] == "self-blend-lr"));
     assert!(
         models
             .iter()
@@ -292,4 +309,58 @@ fn eval_pad_reports_rates_from_the_scores_and_names_photos_without_a_face() {
     let output = setup.cli(&["eval", "pad", "--bona-fide", empty.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("no JPEG"));
+}
+
+#[test]
+fn eval_manipulation_calibrates_on_people_left_out_and_writes_a_model_that_loads() {
+    let setup = Setup::embedded();
+    let dir = setup.dir.path();
+    // Three people of the development set (two photos each) and a photo of someone else.
+    let identities = "image,identity\nimg1.jpg,person01\nimg10.jpg,person01\n\
+                      img13.jpg,person03\nimg14.jpg,person03\nimg2.jpg,person02\nimg4.jpg,person02\n";
+    std::fs::write(dir.join("identities.csv"), identities).unwrap();
+    let held_out = dir.join("held_out");
+    std::fs::create_dir_all(&held_out).unwrap();
+    std::fs::copy(faces_dir().join("img8.jpg"), held_out.join("img8.jpg")).unwrap();
+    let model = dir.join("model.json");
+    let run = || {
+        json_of(&setup.cli(&[
+            "eval",
+            "manipulation",
+            "--images",
+            faces_dir().to_str().unwrap(),
+            "--identities",
+            dir.join("identities.csv").to_str().unwrap(),
+            "--held-out",
+            held_out.to_str().unwrap(),
+            "--variants",
+            "3",
+            "--target-fpr",
+            "0.2",
+            "--write-model",
+            model.to_str().unwrap(),
+            "--json",
+        ]))
+    };
+    let report = run();
+    assert_eq!(report["people"], 3, "{report}");
+    assert_eq!(report["photos"], 6, "{report}");
+    assert_eq!(report["samples"]["real"], 18, "{report}");
+    let cv = &report["cross_validation"];
+    // The threshold flags at most the target share of the held-out real samples.
+    let flagged = cv["real_flagged"]["errors"].as_u64().unwrap();
+    assert!(flagged as f64 <= 0.2 * 18.0, "{cv}");
+    assert_eq!(cv["fakes_detected"]["trials"], 18);
+    assert_eq!(report["held_out"]["photos"], 1);
+    // The written model carries the calibrated threshold and scores like the report says.
+    let written = std::fs::read_to_string(&model).unwrap();
+    let loaded = idyntra_models::manipulation::BlendModel::from_json(&written).unwrap();
+    assert_eq!(
+        loaded.threshold,
+        report["threshold"].as_f64().unwrap() as f32
+    );
+    assert_eq!(loaded.calibrated_fpr, 0.2);
+    // The same seed makes the same model.
+    run();
+    assert_eq!(std::fs::read_to_string(&model).unwrap(), written);
 }

@@ -179,13 +179,15 @@ pub enum WhenUnchecked {
     Ignore,
 }
 
-/// What a passive presentation-attack score counts for.
+/// What the score of a model too weak to rely on by default counts for (the passive
+/// presentation-attack score, the manipulation score).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum PassivePadUse {
-    /// Shown in the result; the session counts as one without liveness evidence.
+pub enum SignalUse {
+    /// Shown in the result; the session counts as one where that check did not run.
     Advisory,
-    /// The session's liveness evidence when it had no active challenge.
+    /// The check's verdict: the session's liveness evidence when it had no active challenge,
+    /// or its manipulation check.
     Evidence,
 }
 
@@ -201,8 +203,15 @@ pub struct DecisionConfig {
     /// What the edge's passive presentation-attack score is to the decision of a session
     /// without an active challenge: `advisory` (recorded in the result, decides nothing) or
     /// `evidence` (its verdict is the session's liveness).
-    pub passive_pad: PassivePadUse,
-    /// When no manipulation detector ran.
+    pub passive_pad: SignalUse,
+    /// What the manipulation score is to the decision: `advisory` (recorded in the result,
+    /// decides nothing: the session counts as unchecked for manipulation) or `evidence` (a
+    /// flagged face is rejected with `deepfake_suspected`, one not flagged counts as checked).
+    pub manipulation: SignalUse,
+    /// Manipulation score at or above which a face is flagged; absent: the bundled model's
+    /// calibrated one.
+    pub manipulation_threshold: Option<f32>,
+    /// When no manipulation detector ran, or its score is only advisory.
     pub manipulation_unchecked: WhenUnchecked,
     /// Longest a synchronous finalize waits for its decision before answering `202` and
     /// finishing in the background.
@@ -215,7 +224,9 @@ impl Default for DecisionConfig {
         Self {
             face_match_threshold: None,
             liveness_unchecked: WhenUnchecked::Review,
-            passive_pad: PassivePadUse::Advisory,
+            passive_pad: SignalUse::Advisory,
+            manipulation: SignalUse::Advisory,
+            manipulation_threshold: None,
             manipulation_unchecked: WhenUnchecked::Review,
             sync_deadline: Duration::from_secs(20),
         }

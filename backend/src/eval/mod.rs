@@ -1,11 +1,13 @@
 //! `idyntra eval faces`: face-matching accuracy of the bundled chain on labelled pairs of photos;
 //! `idyntra eval liveness`: the active liveness check on recorded answers;
 //! `idyntra eval pad`: the passive presentation-attack model on folders of bona fide and attack
-//! photos.
+//! photos; `idyntra eval manipulation`: trains, calibrates and measures the manipulation model.
 //!
 //! Prints the ROC, the equal error rate, the threshold for a target false-match rate, the rates at
 //! the configured threshold, failures to detect, and a held-out estimate that calibrates each
 //! threshold without the person it is then measured on (`identities.csv` beside the pairs).
+
+mod manipulation;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,8 @@ use idyntra_models::{DecodeLimits, FaceChain, MatchPolicy, decode, embedding, li
 use idyntra_types::FrameTiming;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+pub use manipulation::{ManipulationEvalRequest, manipulation, manipulation_text};
 
 /// What `eval faces` was asked.
 #[derive(Debug, Clone)]
@@ -269,15 +273,7 @@ fn report(
             .filter_map(|p| p.score)
             .collect()
     };
-    let summary = |mut v: Vec<f32>| {
-        v.sort_by(f32::total_cmp);
-        json!({
-            "count": v.len(),
-            "min": v.first(),
-            "median": v.get(v.len() / 2),
-            "max": v.last(),
-        })
-    };
+    let summary = |values| score_summary(values, "count");
     json!({
         "pairs": scored.len(),
         "genuine_pairs": scored.iter().filter(|p| p.genuine()).count(),
@@ -556,6 +552,17 @@ pub fn liveness_text(report: &Value) -> String {
 /// Liveness thresholds the passive report tabulates, besides the one asked for.
 const PAD_THRESHOLDS: [f32; 8] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99];
 
+/// How many `values` there are (under `count_key`), and their minimum, median and maximum.
+fn score_summary(mut values: Vec<f32>, count_key: &str) -> Value {
+    values.sort_by(f32::total_cmp);
+    json!({
+        count_key: values.len(),
+        "min": values.first(),
+        "median": values.get(values.len() / 2),
+        "max": values.last(),
+    })
+}
+
 /// The photos (JPEG, PNG, WebP by name) directly in `dir`, sorted.
 fn photos_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -629,16 +636,8 @@ pub fn pad(bona_fide: &Path, attacks: Option<&Path>, threshold: f32) -> anyhow::
             "apcer": rate_json(&Rate::new(accepted, attack.len())),
         })
     };
-    let summary = |values: Option<&Vec<f32>>| {
-        let mut values = values.cloned().unwrap_or_default();
-        values.sort_by(f32::total_cmp);
-        json!({
-            "photos": values.len(),
-            "min": values.first(),
-            "median": values.get(values.len() / 2),
-            "max": values.last(),
-        })
-    };
+    let summary =
+        |values: Option<&Vec<f32>>| score_summary(values.cloned().unwrap_or_default(), "photos");
     Ok(json!({
         "model": idyntra_models::bundled::ANTISPOOFING.name,
         "sha256": idyntra_models::bundled::ANTISPOOFING.sha256,
