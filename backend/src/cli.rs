@@ -259,10 +259,19 @@ fn report_failure(outcome: anyhow::Result<ExitCode>) -> ExitCode {
 fn run_verify(selfie: &Path, document: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let chain = FaceChain::bundled(FaceChain::CANVAS)?;
     let result = verify::verify(selfie, document, &chain, MatchPolicy::MOBILEFACENET)?;
+    print_report(&result, json, verify::text)
+}
+
+/// Prints `report` as pretty JSON, or as `text` makes it for a terminal.
+fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    text: fn(&T) -> String,
+) -> anyhow::Result<ExitCode> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", verify::text(&result));
+        print!("{}", text(report));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -293,12 +302,7 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
                 policy,
                 canvas,
             })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", eval::faces_text(&report));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json, eval::faces_text)
         }
         EvalCommand::Liveness {
             responses,
@@ -306,12 +310,7 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let report = eval::liveness(&responses, canvas)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", eval::liveness_text(&report));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json, eval::liveness_text)
         }
         EvalCommand::Pad {
             bona_fide,
@@ -323,12 +322,7 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
                 bail!("--threshold must be between 0 and 1");
             }
             let report = eval::pad(&bona_fide, attacks.as_deref(), threshold)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", eval::pad_text(&report));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json, eval::pad_text)
         }
         EvalCommand::Manipulation {
             images,
@@ -349,12 +343,7 @@ fn run_eval(command: EvalCommand) -> anyhow::Result<ExitCode> {
                 seed,
                 write_model,
             })?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print!("{}", eval::manipulation_text(&report));
-            }
-            Ok(ExitCode::SUCCESS)
+            print_report(&report, json, eval::manipulation_text)
         }
     }
 }
