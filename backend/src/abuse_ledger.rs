@@ -86,14 +86,23 @@ impl RedisAbuseLedger {
         &self,
         invocation: redis::ScriptInvocation<'_>,
     ) -> Option<T> {
+        // A link being skipped answers at once; it marks itself down when a connection fails,
+        // so only a failed call is marked here (marking every skipped call would push the retry
+        // back for as long as requests come).
         let answer = match self.redis.connection().await {
-            Ok(mut connection) => tokio::time::timeout(
-                self.redis.timeout(),
-                invocation.invoke_async::<T>(&mut connection),
-            )
-            .await
-            .ok()
-            .and_then(Result::ok),
+            Ok(mut connection) => {
+                let answer = tokio::time::timeout(
+                    self.redis.timeout(),
+                    invocation.invoke_async::<T>(&mut connection),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok);
+                if answer.is_none() {
+                    self.redis.mark_down();
+                }
+                answer
+            }
             Err(_) => None,
         };
         match answer {
@@ -103,7 +112,6 @@ impl RedisAbuseLedger {
                 }
             }
             None => {
-                self.redis.mark_down();
                 if !self.falling_back.swap(true, Ordering::Relaxed) {
                     tracing::warn!(
                         "redis unavailable: edge abuse counts are per instance until it is back"
