@@ -292,4 +292,20 @@ mod tests {
         );
         assert!(ledger.falling_back.load(Ordering::Relaxed));
     }
+
+    #[tokio::test]
+    async fn calls_skipped_while_redis_is_down_do_not_push_its_retry_back() {
+        // The link is skipped for a second after its connection fails.
+        let ledger = ledger("redis://127.0.0.1:1", AbuseLimits::default());
+        ledger.record_failure("192.0.2.1").await;
+        let failed = std::time::Instant::now();
+        assert!(ledger.redis.is_down());
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            ledger.record_failure("192.0.2.1").await;
+        }
+        // Each skipped call marking it down again would keep it down until 1 s after the last.
+        tokio::time::sleep(Duration::from_millis(1300).saturating_sub(failed.elapsed())).await;
+        assert!(!ledger.redis.is_down(), "Redis is never tried again");
+    }
 }
