@@ -163,7 +163,7 @@ async fn decide(
         .collect();
     models.push(ModelUsed {
         name: idyntra_models::manipulation::MODEL_NAME.to_owned(),
-        sha256: idyntra_models::manipulation::BlendModel::bundled_sha256(),
+        sha256: idyntra_models::manipulation::BlendModel::bundled_sha256().to_owned(),
     });
     for model in &claims.models {
         if !models.contains(model) {

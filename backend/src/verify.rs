@@ -131,7 +131,7 @@ pub fn verify(
             })
             .chain([ModelUsed {
                 name: manipulation::MODEL_NAME.to_owned(),
-                sha256: BlendModel::bundled_sha256(),
+                sha256: BlendModel::bundled_sha256().to_owned(),
             }])
             .collect(),
         engine: Some("tract-cpu".to_owned()),

@@ -393,9 +393,11 @@ impl BlendModel {
         Self::from_json(BUNDLED)
     }
 
-    /// The SHA-256 of the bundled model's file, lower-case hex.
-    pub fn bundled_sha256() -> String {
-        hex_string(&Sha256::digest(BUNDLED.as_bytes()))
+    /// The SHA-256 of the bundled model's file, lower-case hex: hashed once, since every
+    /// finalize names it.
+    pub fn bundled_sha256() -> &'static str {
+        static SHA256: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        SHA256.get_or_init(|| hex_string(&Sha256::digest(BUNDLED.as_bytes())))
     }
 
     pub fn from_json(text: &str) -> Result<Self, BlendModelError> {
