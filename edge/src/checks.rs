@@ -11,8 +11,8 @@ use idyntra_models::{
     AntiSpoofingModel, DecodeLimits, Face, FrameQuality, ModelError, bundled, pad,
 };
 use idyntra_types::{
-    AttestedImage, AttestedLiveness, EdgeChecks, ImageRole, LivenessMode, ModelUsed, QualityReport,
-    ScoredCheck,
+    AttestedImage, AttestedLiveness, ChallengeStep, EdgeChecks, FrameTiming, ImageRole,
+    LivenessMode, ModelUsed, QualityReport, ScoredCheck,
 };
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -185,11 +185,13 @@ impl Checker {
             }
         };
         let mut pad = None;
+        let mut selfie_faces = Vec::new();
         let selfie_quality = match &selfie {
             Some(selfie) => {
                 let (report, faces) =
                     self.quality("selfie", selfie, Purpose::Selfie, &mut failures)?;
                 pad = self.passive_pad(selfie, &faces, &mut failures)?;
+                selfie_faces = faces;
                 Some(report)
             }
             None => None,
@@ -226,7 +228,10 @@ impl Checker {
         };
         let challenge = match needs.liveness {
             LivenessMode::Active => {
-                Some(self.challenge(capture, selfie.as_ref(), needs, &mut failures)?)
+                let selfie = selfie
+                    .as_ref()
+                    .map(|image| (image, selfie_faces.as_slice()));
+                Some(self.challenge(capture, selfie, needs, &mut failures)?)
             }
             LivenessMode::Passive => None,
         };
@@ -289,32 +294,53 @@ impl Checker {
         Ok(check)
     }
 
-    /// The active challenge derived from the session nonce, judged on the selfie parts. Frames are
-    /// decoded one at a time, within the frame limits, and dropped once observed: memory stays at
-    /// one frame whatever their number.
+    /// The active challenge derived from the session nonce, judged on the selfie parts (the first
+    /// is the selfie, decoded and searched for faces already). Frames are decoded one at a time,
+    /// within the frame limits, and dropped once observed: memory stays at one frame whatever
+    /// their number.
     fn challenge(
         &self,
         capture: &Capture,
-        selfie: Option<&RgbImage>,
+        selfie: Option<(&RgbImage, &[Face])>,
         needs: &Requirements,
         failures: &mut Vec<FailedCheck>,
     ) -> Result<ScoredCheck, ModelError> {
         let challenge = liveness::challenge_for(needs.nonce.as_bytes());
+        // Only neutral and turn steps are judged on the head's yaw; a frame claiming a step the
+        // challenge does not have fails the timeline whatever it shows.
+        let reads_yaw = |timing: &FrameTiming| {
+            matches!(
+                challenge.steps.get(timing.step),
+                Some(ChallengeStep::Neutral { .. } | ChallengeStep::Turn { .. })
+            )
+        };
         let mut observations = Vec::with_capacity(capture.selfies.len());
         if let Some(timeline) = &capture.timeline {
             let mut undecodable = None;
             for (i, (bytes, timing)) in capture.selfies.iter().zip(timeline).enumerate() {
-                let frame = if i == 0 {
-                    selfie.cloned()
-                } else {
-                    idyntra_models::decode(bytes, &self.frame_decode)
-                        .map_err(|error| undecodable = Some(error))
-                        .ok()
-                        .map(|decoded| decoded.image)
-                };
+                if i == 0 {
+                    if let Some((frame, faces)) = selfie {
+                        let observation =
+                            self.frames
+                                .observe_faces(frame, faces, *timing, reads_yaw(timing))?;
+                        observations.push(observation);
+                    }
+                    continue;
+                }
                 // An undecodable frame is a failure; the rest are still judged.
-                if let Some(frame) = frame {
-                    observations.push(self.frames.observe(&frame, *timing)?);
+                match idyntra_models::decode(bytes, &self.frame_decode) {
+                    Ok(decoded) => {
+                        let frame = decoded.image;
+                        let faces = self.frames.faces(&frame)?;
+                        let observation = self.frames.observe_faces(
+                            &frame,
+                            &faces,
+                            *timing,
+                            reads_yaw(timing),
+                        )?;
+                        observations.push(observation);
+                    }
+                    Err(error) => undecodable = Some(error),
                 }
             }
             if let Some(error) = undecodable {

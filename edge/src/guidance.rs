@@ -72,6 +72,8 @@ pub struct TrackedFrame {
     /// The step to show now (after this frame), or absent when the challenge is over.
     pub next: Option<ChallengeStep>,
     pub faces: usize,
+    /// The head's yaw, on neutral and turn steps; absent on flash steps (they are judged on the
+    /// face's colour, so the frame's mirror image is not searched) and when there is no face.
     pub yaw_deg: Option<f32>,
     /// 0…1: how far the asked turn has gone (1 when the step needs no turn).
     pub turn_progress: f32,
@@ -140,7 +142,12 @@ impl ChallengeTracker {
         };
         self.last_at_ms = Some(at_ms);
         let timing = FrameTiming { at_ms, step };
-        let observation = models.observe(&frame, timing)?;
+        let reads_yaw = matches!(
+            self.challenge.steps.get(step),
+            Some(ChallengeStep::Neutral { .. } | ChallengeStep::Turn { .. })
+        );
+        let faces = models.faces(&frame)?;
+        let observation = models.observe_faces(&frame, &faces, timing, reads_yaw)?;
         self.frames_in_step += 1;
         let elapsed = now_ms - self.step_started_ms;
         // A step needs its frames after the first, which may still show the previous screen.

@@ -557,6 +557,12 @@ fn frames_timed_by_the_challenge_tracker_pass_the_edge() {
         let tracked = tracker
             .track(&models, &rgba, frame.width(), frame.height(), now)
             .unwrap();
+        // The yaw is read where it is judged: every frame here shows the face.
+        let flash = matches!(
+            tracker.challenge().steps[tracked.timing.step],
+            ChallengeStep::Flash { .. }
+        );
+        assert_eq!(tracked.yaw_deg.is_none(), flash, "{tracked:?}");
         frames.push(("selfie", sample::jpeg(&frame)));
         timeline.push(tracked.timing);
         next = tracked.next;

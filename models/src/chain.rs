@@ -204,8 +204,28 @@ impl FrameQuality {
         timing: FrameTiming,
     ) -> Result<FrameObservation, ModelError> {
         let faces = self.faces(frame)?;
+        self.observe_faces(frame, &faces, timing, true)
+    }
+
+    /// [`FrameQuality::observe`] for a frame whose faces (largest first) are already found. The
+    /// mirror image only steadies the yaw, so it is searched only when `read_yaw` and there is a
+    /// face: the challenge reads the yaw of neutral and turn frames, and judges flash frames on
+    /// the face's colour alone. Without it a frame costs one detector run instead of two, and its
+    /// yaw is left out rather than read from the unsteadied landmarks.
+    pub fn observe_faces(
+        &self,
+        frame: &RgbImage,
+        faces: &[Face],
+        timing: FrameTiming,
+        read_yaw: bool,
+    ) -> Result<FrameObservation, ModelError> {
+        if !read_yaw || faces.is_empty() {
+            let mut observation = liveness::observe(frame, faces, &[], timing);
+            observation.yaw_deg = None;
+            return Ok(observation);
+        }
         let mirrored = self.faces(&image::imageops::flip_horizontal(frame))?;
-        Ok(liveness::observe(frame, &faces, &mirrored, timing))
+        Ok(liveness::observe(frame, faces, &mirrored, timing))
     }
 }
 
@@ -271,6 +291,26 @@ mod tests {
         let blank = RgbImage::from_pixel(640, 480, image::Rgb([90, 90, 90]));
         let report = checker.assess(&blank).unwrap();
         assert_eq!(report.failures, vec![idyntra_types::QualityCode::NoFace]);
+    }
+
+    #[test]
+    fn a_frame_observed_without_its_yaw_keeps_its_faces_and_colour() {
+        let checker = FrameQuality::bundled().unwrap();
+        let frame = fixture_frame("img13.jpg");
+        let timing = FrameTiming { at_ms: 0, step: 0 };
+        let full = checker.observe(&frame, timing).unwrap();
+        let faces = checker.faces(&frame).unwrap();
+        let colour_only = checker
+            .observe_faces(&frame, &faces, timing, false)
+            .unwrap();
+        assert_eq!(colour_only.faces, 1);
+        assert_eq!(colour_only.faces, full.faces);
+        assert_eq!(colour_only.face_rgb, full.face_rgb);
+        assert_eq!(colour_only.yaw_deg, None);
+        assert!(full.yaw_deg.is_some());
+        // With the faces given, the yaw is the same as when the frame is searched again.
+        let with_yaw = checker.observe_faces(&frame, &faces, timing, true).unwrap();
+        assert_eq!(with_yaw, full);
     }
 
     #[test]
