@@ -14,6 +14,7 @@ use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -147,50 +148,58 @@ pub fn router(state: AppState) -> Router {
     if config.profile == crate::config::Profile::Dev && config.demo.enabled {
         router = router.merge(demo::router(&state));
     }
-    router
-        .route("/openapi.json", get(openapi_json))
-        .route("/docs", get(docs_page))
-        .fallback(no_route)
-        .layer(axum::extract::DefaultBodyLimit::max(
-            config.http.max_body_bytes,
+    // The perimeter as one stack, applied with one `layer` call: `Router::layer` boxes every layer
+    // it is given around every route, so ten calls meant ten boxed services cloned and called
+    // per request. Still per route, so `observe` sees the matched route's template. The first
+    // listed is the outermost.
+    let perimeter = ServiceBuilder::new()
+        .layer(from_fn(request_id::middleware))
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            telemetry::observe,
+        ))
+        .layer(map_response(perimeter::add_security_headers))
+        .layer(perimeter::cors(&config.http))
+        .layer(from_fn_with_state(state.clone(), perimeter::check_host))
+        .layer(from_fn(perimeter::problem_errors))
+        .layer(from_fn_with_state(state.clone(), perimeter::limit_by_ip))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.http.request_timeout,
         ))
         // A bug must not take the connection down with it: answer a bare 500, logged.
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal(anyhow::anyhow!("a request handler panicked")).into_response()
         }))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            config.http.request_timeout,
-        ))
-        .layer(from_fn_with_state(state.clone(), perimeter::limit_by_ip))
-        .layer(from_fn(perimeter::problem_errors))
-        .layer(from_fn_with_state(state.clone(), perimeter::check_host))
-        .layer(perimeter::cors(&config.http))
-        .layer(map_response(perimeter::add_security_headers))
-        .layer(from_fn_with_state(
-            state.metrics.clone(),
-            telemetry::observe,
-        ))
-        .layer(from_fn(request_id::middleware))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            config.http.max_body_bytes,
+        ));
+    router
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs_page))
+        .fallback(no_route)
+        .layer(perimeter)
         .with_state(state)
 }
 
 /// A worker's router: the operations endpoints only, with the same request ids, metrics and
 /// timeout as the API's.
 pub fn operations_router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .fallback(no_route)
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            state.config.http.request_timeout,
-        ))
-        .layer(from_fn(perimeter::problem_errors))
+    let perimeter = ServiceBuilder::new()
+        .layer(from_fn(request_id::middleware))
         .layer(from_fn_with_state(
             state.metrics.clone(),
             telemetry::observe,
         ))
-        .layer(from_fn(request_id::middleware))
+        .layer(from_fn(perimeter::problem_errors))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            state.config.http.request_timeout,
+        ));
+    Router::new()
+        .merge(health::router())
+        .fallback(no_route)
+        .layer(perimeter)
         .with_state(state)
 }
 
