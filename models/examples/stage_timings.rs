@@ -5,8 +5,10 @@
 use std::time::{Duration, Instant};
 
 use idyntra_models::align::{ARCFACE_112, align};
+use idyntra_models::manipulation::BlendModel;
 use idyntra_models::{
-    CenterFaceDetector, DecodeLimits, FrameQuality, MobileFaceNetEmbedder, decode,
+    AntiSpoofingModel, CenterFaceDetector, DecodeLimits, FrameQuality, MobileFaceNetEmbedder,
+    bundled, decode,
 };
 
 fn median(mut samples: Vec<Duration>) -> f64 {
@@ -34,11 +36,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "model load and optimisation: {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
     );
+    let started = Instant::now();
+    let anti_spoofing = AntiSpoofingModel::load(bundled::ANTISPOOFING.onnx)?;
+    println!(
+        "passive PAD model load and optimisation: {:.1} ms",
+        started.elapsed().as_secs_f64() * 1000.0
+    );
+    let manipulation = BlendModel::bundled()?;
 
     let frame_quality = FrameQuality::bundled()?;
     let (mut decoding, mut preparing, mut detecting, mut aligning, mut embedding) =
         (vec![], vec![], vec![], vec![], vec![]);
-    let mut assessing = vec![];
+    let (mut assessing, mut pad, mut scoring) = (vec![], vec![], vec![]);
     for _ in 0..runs {
         let t = Instant::now();
         let photo = decode(&bytes, &DecodeLimits::default())?.image;
@@ -56,6 +65,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         embedder.embed_pair(&crop, &crop)?;
         embedding.push(t.elapsed());
+        let t = Instant::now();
+        anti_spoofing.score(&photo, face)?;
+        pad.push(t.elapsed());
+        let t = Instant::now();
+        manipulation
+            .score_face(&photo, face)
+            .ok_or("bad landmarks")?;
+        scoring.push(t.elapsed());
         // A camera frame as the browser sends it: the longer side 640 pixels (img1: 474×640).
         let scale = 640.0 / photo.width().max(photo.height()) as f32;
         let (w, h) = (photo.width() as f32 * scale, photo.height() as f32 * scale);
@@ -85,6 +102,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "| embed (MobileFaceNet, batch of 2) | {:.2} |",
         median(embedding)
+    );
+    println!(
+        "| passive PAD (crop, 256×256 network, leaves) | {:.2} |",
+        median(pad)
+    );
+    println!(
+        "| manipulation score (128×128 crop, features, model) | {:.2} |",
+        median(scoring)
     );
     println!(
         "| quality of a 640×480 frame (BlazeFace + metrics) | {:.2} |",
