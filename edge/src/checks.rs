@@ -11,8 +11,8 @@ use idyntra_models::{
     AntiSpoofingModel, DecodeLimits, Face, FrameQuality, ModelError, bundled, pad,
 };
 use idyntra_types::{
-    AttestedImage, AttestedLiveness, ChallengeStep, EdgeChecks, FrameTiming, ImageRole,
-    LivenessMode, ModelUsed, QualityReport, ScoredCheck,
+    AttestedImage, AttestedLiveness, EdgeChecks, FrameTiming, ImageRole, LivenessMode, ModelUsed,
+    QualityReport, ScoredCheck,
 };
 use image::RgbImage;
 use sha2::{Digest, Sha256};
@@ -306,14 +306,7 @@ impl Checker {
         failures: &mut Vec<FailedCheck>,
     ) -> Result<ScoredCheck, ModelError> {
         let challenge = liveness::challenge_for(needs.nonce.as_bytes());
-        // Only neutral and turn steps are judged on the head's yaw; a frame claiming a step the
-        // challenge does not have fails the timeline whatever it shows.
-        let reads_yaw = |timing: &FrameTiming| {
-            matches!(
-                challenge.steps.get(timing.step),
-                Some(ChallengeStep::Neutral { .. } | ChallengeStep::Turn { .. })
-            )
-        };
+        let reads_yaw = |timing: &FrameTiming| liveness::step_reads_yaw(&challenge, timing.step);
         let mut observations = Vec::with_capacity(capture.selfies.len());
         if let Some(timeline) = &capture.timeline {
             let mut undecodable = None;

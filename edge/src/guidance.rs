@@ -2,7 +2,7 @@
 //! the edge runs on the upload: the quality of a frame, and where the person is in the liveness
 //! challenge. Nothing here signs or decides; the edge re-checks every uploaded frame.
 
-use idyntra_models::liveness::{ActiveThresholds, challenge_for};
+use idyntra_models::liveness::{self, ActiveThresholds, challenge_for};
 use idyntra_models::{FrameQuality, ModelError};
 use idyntra_types::{ChallengeStep, FrameTiming, LivenessChallenge, QualityReport, TurnDirection};
 use image::RgbImage;
@@ -142,10 +142,7 @@ impl ChallengeTracker {
         };
         self.last_at_ms = Some(at_ms);
         let timing = FrameTiming { at_ms, step };
-        let reads_yaw = matches!(
-            self.challenge.steps.get(step),
-            Some(ChallengeStep::Neutral { .. } | ChallengeStep::Turn { .. })
-        );
+        let reads_yaw = liveness::step_reads_yaw(&self.challenge, step);
         let faces = models.faces(&frame)?;
         let observation = models.observe_faces(&frame, &faces, timing, reads_yaw)?;
         self.frames_in_step += 1;

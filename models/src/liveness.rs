@@ -75,6 +75,17 @@ pub fn challenge_for(nonce: &[u8]) -> LivenessChallenge {
     }
 }
 
+/// Whether frames of `challenge`'s step number `step` are judged on the head's yaw: neutral and
+/// turn steps are, colour (flash) steps only on the face's colour, so their frames need no mirror
+/// image searched. A step the challenge does not have reads nothing: such a frame fails the
+/// timeline whatever it shows.
+pub fn step_reads_yaw(challenge: &LivenessChallenge, step: usize) -> bool {
+    matches!(
+        challenge.steps.get(step),
+        Some(ChallengeStep::Neutral { .. } | ChallengeStep::Turn { .. })
+    )
+}
+
 /// What one frame shows, measured once per frame by whatever detector ran on it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FrameObservation {
@@ -387,6 +398,20 @@ mod tests {
             .collect();
         assert_eq!(turns.len(), 2);
         assert_ne!(turns[0], turns[1]);
+    }
+
+    #[test]
+    fn only_neutral_and_turn_steps_read_the_yaw() {
+        let challenge = challenge_for(b"nonce-a");
+        let reads: Vec<bool> = (0..challenge.steps.len())
+            .map(|step| step_reads_yaw(&challenge, step))
+            .collect();
+        // One neutral step, the flashes, then two turns.
+        let mut expected = vec![true];
+        expected.extend([false; FLASHES]);
+        expected.extend([true, true]);
+        assert_eq!(reads, expected);
+        assert!(!step_reads_yaw(&challenge, challenge.steps.len()));
     }
 
     /// Synthetic observations: the face reflects `gain` of each screen colour; yaw follows the
