@@ -168,6 +168,18 @@ async function capture(base, { name, answer, document, keyboard = false, dropFir
         signals = claims((await response.json()).attestation).injection_signals;
       }
     });
+    // The widths of the images the SDK sends to the edge, read in the page before they leave it.
+    await page.addInitScript(() => {
+      const send = window.fetch.bind(window);
+      window.fetch = async (input, init) => {
+        const target = typeof input === "string" ? input : input.url;
+        if (target.endsWith("/v1/attest") && init?.body instanceof FormData) {
+          const frames = init.body.getAll("selfie");
+          window.attestedFrameWidths = await Promise.all(frames.map(async (frame) => (await createImageBitmap(frame)).width));
+        }
+        return send(input, init);
+      };
+    });
     let dropped = 0;
     if (dropFirstUpload) {
       // The connection breaks under the first upload to the edge: the SDK must send it again.
@@ -223,6 +235,13 @@ async function capture(base, { name, answer, document, keyboard = false, dropFir
       }));
       if (Object.values(stored).some((n) => n !== 0)) throw new Error(`the page kept data: ${JSON.stringify(stored)}`);
       if (dropFirstUpload && dropped < 2) throw new Error("the dropped upload was not sent again");
+      // The selfie keeps the analysis width (the fake camera's 640 pixels); the challenge frames
+      // after it are sent at the tracker's 320.
+      const widths = await page.evaluate(() => window.attestedFrameWidths);
+      const challengeFramesSmall = widths?.length > 1 && widths.slice(1).every((width) => width <= 320);
+      if (widths?.[0] !== 640 || (widths.length > 1 && !challengeFramesSmall)) {
+        throw new Error(`the frames sent to the edge are ${JSON.stringify(widths)} pixels wide`);
+      }
       // Chromium's file-fed fake camera is a device track, named by the file: flagged as virtual.
       if (signals?.camera_track !== true || signals?.virtual_camera !== true || typeof signals?.frame_interval_mean_ms !== "number") {
         throw new Error(`the attestation lacks the camera's signals: ${JSON.stringify(signals)}`);

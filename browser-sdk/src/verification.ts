@@ -29,7 +29,11 @@ import { type Choice, View } from "./view.js";
 
 /** Frames analysed for live feedback are at most this wide (the edge's judgement is on these). */
 const ANALYSIS_WIDTH = 640;
-/** The challenge tracker's copy of each frame: BlazeFace looks at 128×128 anyway. */
+/**
+ * The challenge tracker's copy of each frame, which is also what is sent of every challenge frame
+ * after the selfie: the checks read only the face's colour and landmarks on them (BlazeFace looks
+ * at 128×128 anyway), and a quarter of the pixels is a quarter of the decoding and the upload.
+ */
 const TRACK_WIDTH = 320;
 /** Consecutive good frames before the check can begin. */
 const GOOD_FRAMES = 3;
@@ -262,7 +266,9 @@ export class Verification {
         const small = this.grab(this.canvas, TRACK_WIDTH, this.small);
         if (small === null) return false;
         const tracked = run.track(small, performance.now());
-        frames.push(this.encode(this.canvas).then((image) => ({ timing: tracked.timing, image })));
+        // The first frame is the selfie the face match uses: it keeps the analysis size.
+        const sent = frames.length === 0 ? this.canvas : this.small;
+        frames.push(this.encode(sent).then((image) => ({ timing: tracked.timing, image })));
         // The wasm answers with fresh objects: compare steps by content (neighbours always differ).
         const same = JSON.stringify(tracked.next) === JSON.stringify(run.steps[tracked.timing.step]);
         index = tracked.done ? run.steps.length : tracked.timing.step + (same ? 0 : 1);

@@ -4,8 +4,9 @@
 //! `… --example attest_timings -- --worker http://127.0.0.1:8799 [RUNS]`, whose client tokens are
 //! signed by the fixed test key that `… -- --print-jwks` publishes.
 //!
-//! Captures made from the registry photos (`models/tools/fetch-fixtures.sh`): 640-pixel-wide
-//! camera frames, the document photo as fetched. Everything runs on one thread, so the time is
+//! Captures made from the registry photos (`models/tools/fetch-fixtures.sh`): a 640-pixel-wide
+//! selfie, challenge frames 320 pixels wide as the browser SDK sends them (`--challenge-width N`
+//! for others), the document photo as fetched. Everything runs on one thread, so the time is
 //! the CPU time of one attestation.
 
 use std::time::{Duration, Instant};
@@ -139,6 +140,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         NOW
     };
+    // `--challenge-width 640` sends the challenge frames as large as the selfie, as the browser
+    // SDK did before it sent them at 320 pixels.
+    let challenge_width = match args.iter().position(|a| a == "--challenge-width") {
+        Some(at) => {
+            let width = args
+                .get(at + 1)
+                .ok_or("--challenge-width needs a number of pixels")?
+                .parse()?;
+            args.drain(at..at + 2);
+            width
+        }
+        None => sample::CHALLENGE_FRAME_WIDTH,
+    };
     let runs: usize = args.first().map(|n| n.parse()).transpose()?.unwrap_or(10);
 
     let started = Instant::now();
@@ -162,7 +176,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &image::load_from_memory(&registry_photo("obama2.jpg")?)?.to_rgb8(),
         640,
     );
-    let live = sample::active_parts("bench", Answer::Live, &frontal, &turned, Some(&document));
+    let live = sample::active_parts_encoded(
+        "bench",
+        Answer::Live,
+        &frontal,
+        &turned,
+        Some(&document),
+        challenge_width,
+        sample::jpeg,
+    );
     // The selfie, 8 challenge frames and the document: every frame is checked even though the
     // challenge (which needs two frames per step) then fails.
     let eight: Vec<(&str, Vec<u8>)> = {

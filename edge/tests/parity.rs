@@ -29,6 +29,7 @@ fn measured() -> Value {
         &frontal,
         &turned,
         Some(BIDEN),
+        sample::CHALLENGE_FRAME_WIDTH,
         sample::png,
     );
     let (content_type, body) = sample::body(&parts);
