@@ -64,6 +64,10 @@ enum Command {
         /// Print the result as one JSON object, shaped like the API's `session.result`.
         #[arg(long)]
         json: bool,
+        /// Also score the selfie with the passive presentation-attack model (advisory: the
+        /// score is reported and decides nothing, as with the API's default policy).
+        #[arg(long)]
+        passive_pad: bool,
     },
     /// Measure accuracy on labelled photos.
     #[command(subcommand)]
@@ -230,7 +234,8 @@ pub fn main() -> ExitCode {
             selfie,
             document,
             json,
-        } => return report_failure(run_verify(&selfie, &document, json)),
+            passive_pad,
+        } => return report_failure(run_verify(&selfie, &document, json, passive_pad)),
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -256,9 +261,23 @@ fn report_failure(outcome: anyhow::Result<ExitCode>) -> ExitCode {
     }
 }
 
-fn run_verify(selfie: &Path, document: &Path, json: bool) -> anyhow::Result<ExitCode> {
+fn run_verify(
+    selfie: &Path,
+    document: &Path,
+    json: bool,
+    passive_pad: bool,
+) -> anyhow::Result<ExitCode> {
     let chain = FaceChain::bundled(FaceChain::CANVAS)?;
-    let result = verify::verify(selfie, document, &chain, MatchPolicy::MOBILEFACENET)?;
+    let passive_pad = passive_pad
+        .then(|| idyntra_edge::PassivePad::bundled(false))
+        .transpose()?;
+    let result = verify::verify(
+        selfie,
+        document,
+        &chain,
+        MatchPolicy::MOBILEFACENET,
+        passive_pad.as_ref(),
+    )?;
     print_report(&result, json, verify::text)
 }
 

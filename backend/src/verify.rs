@@ -3,16 +3,21 @@
 //!
 //! Two still photos cannot prove liveness, and the manipulation score is advisory (as in the
 //! API's default policy), so the best decision here is `needs_review`; a mismatch, a missing face
-//! or a poor photo rejects.
+//! or a poor photo rejects. With `--passive-pad` the passive presentation-attack model scores the
+//! selfie as the edge would; like the API's default policy (`decision.passive_pad = "advisory"`),
+//! the score is reported and decides nothing.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
+use idyntra_edge::PassivePad;
 use idyntra_models::manipulation::{self, BlendModel};
 use idyntra_models::quality::{self, Capture, QualityThresholds};
-use idyntra_models::{DecodeLimits, FaceChain, LocatedFaces, MatchPolicy, decode, embedding};
+use idyntra_models::{
+    DecodeLimits, FaceChain, FrameQuality, LocatedFaces, MatchPolicy, decode, embedding,
+};
 use idyntra_types::{ModelUsed, QualityCode, QualityResult, ReasonCode, VerificationResult};
 
 use crate::config::DecisionConfig;
@@ -22,12 +27,14 @@ use crate::decision::{Manipulation, Policy};
 /// scores 50).
 pub const QUALITY_THRESHOLD: u8 = 50;
 
-/// Compares the face of `selfie` with the face of `document`.
+/// Compares the face of `selfie` with the face of `document`; scores the selfie with
+/// `passive_pad` too when given.
 pub fn verify(
     selfie: &Path,
     document: &Path,
     chain: &FaceChain,
     policy: MatchPolicy,
+    passive_pad: Option<&PassivePad>,
 ) -> anyhow::Result<VerificationResult> {
     let mut timings = BTreeMap::new();
     let mut timed = |stage: &str, started: Instant| {
@@ -77,6 +84,21 @@ pub fn verify(
     );
     timed("quality", started);
 
+    // The edge's way: BlazeFace's largest face in the selfie, squared, to the network.
+    let passive = match passive_pad {
+        Some(model) => {
+            let started = Instant::now();
+            let check = model.check_photo(&FrameQuality::bundled()?, selfie_photo)?;
+            timed("passive_pad", started);
+            check
+        }
+        None => None,
+    };
+    // Listed when it scored the selfie (not when BlazeFace found no face there).
+    let passive_model = passive_pad
+        .filter(|_| passive.is_some())
+        .map(|model| model.model().clone());
+
     let face_match = match (&selfie_faces.crop, &document_faces.crop) {
         (Some(a), Some(b)) => {
             let started = Instant::now();
@@ -112,7 +134,7 @@ pub fn verify(
         decision: VerificationResult::decide(&reasons),
         face_match,
         liveness: None,
-        passive_pad: None,
+        passive_pad: passive,
         manipulation,
         quality: QualityResult {
             score,
@@ -133,6 +155,7 @@ pub fn verify(
                 name: manipulation::MODEL_NAME.to_owned(),
                 sha256: BlendModel::bundled_sha256().to_owned(),
             }])
+            .chain(passive_model)
             .collect(),
         engine: Some("tract-cpu".to_owned()),
         timings_ms: timings,
@@ -186,6 +209,15 @@ pub fn text(result: &VerificationResult) -> String {
         ));
     }
     out.push_str("liveness: not checked (two still photos cannot prove liveness)\n");
+    if let Some(pad) = &result.passive_pad {
+        out.push_str(&format!(
+            "passive presentation-attack model: liveness score {:.4}, threshold {:.4}: {} \
+             (advisory: decides nothing)\n",
+            pad.score,
+            pad.threshold,
+            if pad.passed { "passed" } else { "failed" }
+        ));
+    }
     match &result.manipulation {
         Some(m) => out.push_str(&format!(
             "manipulation: score {:.4}, threshold {:.4}: {} (advisory: decides nothing)\n",
@@ -228,7 +260,7 @@ mod tests {
         let path = |name: &str| Path::new(faces).join(name);
         let policy = MatchPolicy::MOBILEFACENET;
 
-        let same = verify(&path("img1.jpg"), &path("img2.jpg"), &chain, policy).unwrap();
+        let same = verify(&path("img1.jpg"), &path("img2.jpg"), &chain, policy, None).unwrap();
         assert_eq!(same.decision, Decision::NeedsReview, "{}", text(&same));
         assert_eq!(
             same.reasons,
@@ -239,12 +271,39 @@ mod tests {
         );
         assert!(same.face_match.as_ref().unwrap().passed);
 
-        let different = verify(&path("img1.jpg"), &path("img13.jpg"), &chain, policy).unwrap();
+        let different =
+            verify(&path("img1.jpg"), &path("img13.jpg"), &chain, policy, None).unwrap();
         assert_eq!(different.decision, Decision::Rejected);
         assert!(different.reasons.contains(&ReasonCode::FaceMismatch));
         // CenterFace, MobileFaceNet and the manipulation model.
         assert_eq!(different.models.len(), 3);
         assert!(different.manipulation.is_some());
         assert!(text(&different).starts_with("decision: rejected (face_mismatch"));
+        assert!(same.passive_pad.is_none() && different.passive_pad.is_none());
+    }
+
+    #[test]
+    fn the_passive_score_is_reported_and_decides_nothing() {
+        let chain = FaceChain::bundled(FaceChain::CANVAS).unwrap();
+        let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
+        let path = |name: &str| Path::new(faces).join(name);
+        let policy = MatchPolicy::MOBILEFACENET;
+        let model = PassivePad::bundled(false).unwrap();
+        let (selfie, document) = (path("img1.jpg"), path("img2.jpg"));
+
+        let without = verify(&selfie, &document, &chain, policy, None).unwrap();
+        let with = verify(&selfie, &document, &chain, policy, Some(&model)).unwrap();
+        let pad = with.passive_pad.as_ref().expect("the selfie has a face");
+        assert!((0.0..=1.0).contains(&pad.score), "{pad:?}");
+        assert_eq!(pad.passed, pad.score >= pad.threshold);
+        assert!(pad.signals.contains_key("attack_score"));
+        // Advisory: the same decision for the same reasons, whatever the score.
+        assert_eq!(with.decision, without.decision);
+        assert_eq!(with.reasons, without.reasons);
+        assert!(with.liveness.is_none());
+        assert_eq!(with.models.len(), without.models.len() + 1);
+        assert_eq!(with.models.last(), Some(model.model()));
+        assert!(with.timings_ms.contains_key("passive_pad"));
+        assert!(text(&with).contains("passive presentation-attack model: liveness score"));
     }
 }

@@ -88,6 +88,24 @@ impl PassivePad {
         })
     }
 
+    /// The model's name and sha256.
+    pub fn model(&self) -> &ModelUsed {
+        &self.used
+    }
+
+    /// The check of the largest face `frames` (BlazeFace) finds in `photo`, as the edge runs it on
+    /// a selfie; `None` when there is no face or it lies outside the photo.
+    pub fn check_photo(
+        &self,
+        frames: &FrameQuality,
+        photo: &RgbImage,
+    ) -> Result<Option<ScoredCheck>, ModelError> {
+        match frames.faces(photo)?.first() {
+            Some(face) => self.check(photo, face),
+            None => Ok(None),
+        }
+    }
+
     /// The check of `face` in `selfie`; `None` when the face lies outside the photo.
     pub fn check(&self, selfie: &RgbImage, face: &Face) -> Result<Option<ScoredCheck>, ModelError> {
         let Some(attack) = self.model.score(selfie, face)? else {

@@ -39,6 +39,7 @@ fn verify_prints_the_api_result_shape() {
         "--document",
         document.to_str().unwrap(),
         "--json",
+        "--passive-pad",
     ]));
     assert_eq!(result["decision"], "rejected");
     let face_match = &result["face_match"];
@@ -68,8 +69,18 @@ fn verify_prints_the_api_result_shape() {
             .unwrap()
             .contains(&"manipulation_not_checked".into())
     );
+    // The passive model scored the selfie, reported beside the liveness it does not decide.
+    let passive = &result["passive_pad"];
+    assert_eq!(passive["method"], "passive_dtn", "{passive}");
+    let score = passive["score"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    assert_eq!(
+        passive["passed"].as_bool(),
+        Some(score >= passive["threshold"].as_f64().unwrap())
+    );
     let models = result["models"].as_array().unwrap();
     assert!(models.iter().any(|m| m["name"] == "self-blend-lr"));
+    assert!(models.iter().any(|m| m["name"] == "antispoofing"));
     assert!(
         models
             .iter()

@@ -607,11 +607,7 @@ pub fn pad(bona_fide: &Path, attacks: Option<&Path>, threshold: f32) -> anyhow::
                 .with_context(|| format!("{}", path.display()))?
                 .image;
             let name = path.display().to_string();
-            let check = match frames.faces(&photo)?.first() {
-                Some(face) => model.check(&photo, face)?,
-                None => None,
-            };
-            let Some(check) = check else {
+            let Some(check) = model.check_photo(&frames, &photo)? else {
                 no_face.push(name);
                 continue;
             };
