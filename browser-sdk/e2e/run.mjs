@@ -172,7 +172,8 @@ async function capture(base, { name, answer, document, keyboard = false, dropFir
     await page.addInitScript(() => {
       const send = window.fetch.bind(window);
       window.fetch = async (input, init) => {
-        const target = typeof input === "string" ? input : input.url;
+        // The SDK also fetches its engine, by a URL object.
+        const target = input instanceof Request ? input.url : String(input);
         if (target.endsWith("/v1/attest") && init?.body instanceof FormData) {
           const frames = init.body.getAll("selfie");
           window.attestedFrameWidths = await Promise.all(frames.map(async (frame) => (await createImageBitmap(frame)).width));
