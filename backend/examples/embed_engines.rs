@@ -1,8 +1,9 @@
 //! Latency of one face-embedding call (a batch of two aligned crops) on every engine this build
-//! has: `cargo run --release -p idyntra-backend [--features burn|gpu] --example embed_engines [RUNS]`.
-//! The same input on each; prints p50 and mean milliseconds, and the embeddings' agreement with
-//! tract's. Then, for burn's engines, the throughput of dynamic batches of 2 to 64 crops, and
-//! the latency of the face detector (CenterFace on the 320×320 canvas) on each engine.
+//! has: `cargo run --release -p idyntra-backend [--features burn|gpu] --example embed_engines
+//! [RUNS] [LARGEST_BATCH]`. The same input on each; prints p50 and mean milliseconds, and the
+//! embeddings' agreement with tract's. Then, for burn's engines, the throughput of dynamic batches
+//! of 2 crops up to LARGEST_BATCH (default 64, doubling; 64 at most on the CPU), and the latency of the face detector
+//! (CenterFace on the 320×320 canvas) on each engine.
 
 use std::time::Instant;
 
@@ -16,6 +17,12 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(50);
+    // A GPU is measured past the service's default batch of 128 crops, to show where it saturates.
+    #[cfg_attr(not(feature = "burn"), allow(unused_variables))]
+    let largest_batch: usize = std::env::args()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(64);
     let chain = FaceChain::bundled(FaceChain::CANVAS).expect("bundled models");
     let faces = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures/faces");
     let crop = |name: &str| {
@@ -61,9 +68,18 @@ fn main() {
     let batched = {
         use idyntra_backend::inference::burn_engine::{BurnDevice, BurnEmbedder};
         #[cfg_attr(not(feature = "gpu"), allow(unused_mut))]
-        let mut batched = vec![("burn flex (CPU)", BurnEmbedder::load(BurnDevice::Cpu))];
+        // The CPU gains nothing from batches past 64 crops, and such runs take seconds each.
+        let mut batched = vec![(
+            "burn flex (CPU)",
+            BurnEmbedder::load(BurnDevice::Cpu),
+            largest_batch.min(64),
+        )];
         #[cfg(feature = "gpu")]
-        batched.push(("burn wgpu", BurnEmbedder::load(BurnDevice::Wgpu)));
+        batched.push((
+            "burn wgpu",
+            BurnEmbedder::load(BurnDevice::Wgpu),
+            largest_batch,
+        ));
         batched
     };
     println!("| engine | runs | p50 ms | mean ms | cosine to tract |");
@@ -95,8 +111,9 @@ fn main() {
         println!();
         println!("| engine | crops per call | runs | p50 ms per call | crops per second |");
         println!("|---|---|---|---|---|");
-        for (name, engine) in &batched {
-            for size in [2usize, 4, 8, 16, 32, 64] {
+        for (name, engine, largest) in &batched {
+            let sizes = std::iter::successors(Some(2usize), |size| Some(size * 2));
+            for size in sizes.take_while(|size| size <= largest) {
                 let batch: Vec<&image::RgbImage> = [a, b].into_iter().cycle().take(size).collect();
                 for _ in 0..3 {
                     engine.embed(&batch).expect("burn");

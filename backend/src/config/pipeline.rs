@@ -151,10 +151,11 @@ impl Default for InferenceConfig {
             },
             workers: 0,
             queue: 64,
-            // On a GPU a batch of many crops costs about what one of two does: batches of up to
-            // 64, and a short wait fills them under load. On the CPU larger batches measured
-            // slower per crop (docs/PERFORMANCE.md): each finalize runs alone, never waiting.
-            batch_crops: if cfg!(feature = "gpu") { 64 } else { 2 },
+            // On a GPU a batch of many crops costs little more than one of two: on an H200, 128
+            // crops gave the most crops a second, and a short wait fills batches under load. On
+            // the CPU larger batches measured slower per crop (docs/PERFORMANCE.md): each
+            // finalize runs alone, never waiting.
+            batch_crops: if cfg!(feature = "gpu") { 128 } else { 2 },
             batch_wait: if cfg!(feature = "gpu") {
                 Duration::from_millis(5)
             } else {
