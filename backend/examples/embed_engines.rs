@@ -2,8 +2,8 @@
 //! has: `cargo run --release -p idyntra-backend [--features burn|gpu] --example embed_engines
 //! [RUNS] [LARGEST_BATCH]`. The same input on each; prints p50 and mean milliseconds, and the
 //! embeddings' agreement with tract's. Then, for burn's engines, the throughput of dynamic batches
-//! of 2 crops up to LARGEST_BATCH (default 64, doubling; 64 at most on the CPU), and the latency of the face detector
-//! (CenterFace on the 320×320 canvas) on each engine.
+//! of 2 crops up to LARGEST_BATCH (default 64, doubling; 64 at most on the CPU), and the latency
+//! of the face detector (CenterFace on the 320×320 canvas) on each engine.
 
 use std::time::Instant;
 
