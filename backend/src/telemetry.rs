@@ -24,19 +24,16 @@ use crate::config::{LogConfig, LogFormat};
 /// Keeps the log writer running; dropping it writes out what is still buffered.
 #[must_use = "logs are written until the guard is dropped"]
 #[derive(Debug)]
-pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+pub struct LogGuard(#[allow(dead_code)] crate::log_writer::WriterGuard);
 
 /// Starts logging to stderr. Safe to call twice (the second call does nothing).
 ///
-/// Lines go to stderr from a thread of their own, so a request never waits on a `write` to the
-/// log: under load that write was a system call per request on the request's thread. The
-/// buffer never drops a line; when it is full, logging waits.
+/// Lines go to stderr in batches from a thread of their own (see [`crate::log_writer`]), so a
+/// request never waits on a `write` to the log. No line is dropped; when stderr cannot keep up,
+/// logging waits.
 pub fn init_logging(config: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("idyntra-log")
-        .finish(std::io::stderr());
+    let (writer, guard) = crate::log_writer::spawn("idyntra-log", std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
