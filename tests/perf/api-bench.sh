@@ -50,13 +50,21 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("IDYNTRA_KEY")
 EOF
 cat "$work/report.lua" >> "$work/get.lua"
 
-# Prints "| name | req/s | p50 | p95 | p99 | errors |".
+# server_cpu PID: the CPU time (user + system, every thread) the process has used, in clock ticks.
+server_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# measure NAME URL SCRIPT PID: prints "| name | req/s | p50 | p95 | p99 | errors | server CPU |",
+# the last being the microseconds of CPU the server at PID spent per request during the run.
 measure() {
-  local name=$1 url=$2 script=$3
-  local line
+  local name=$1 url=$2 script=$3 pid=$4
+  local line before after
+  before=$(server_cpu "$pid")
   line=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$script" "$url" | grep '^RESULT')
+  after=$(server_cpu "$pid")
   read -r _ rps p50 p95 p99 errors total <<<"$line"
-  printf '| %s | %s | %s | %s | %s | %s of %s |\n' "$name" "$rps" "$p50" "$p95" "$p99" "$errors" "$total"
+  printf '| %s | %s | %s | %s | %s | %s of %s | %s |\n' "$name" "$rps" "$p50" "$p95" "$p99" \
+    "$errors" "$total" "$(awk -v used=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$total" \
+      'BEGIN { printf "%.1f", used * 1e6 / hz / n }')"
 }
 
 # wait_for OUT_FILE PID [LOG_FILE]: until the process says it listens; fails if it exits.
@@ -90,19 +98,23 @@ bench_setup() {
     | sed -E 's/.*"secret":"([^"]+)".*/\1/')
   session=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/sessions" -H "Authorization: Bearer $key" \
     | sed -E 's/.*"id":"(ses_[0-9a-f]+)".*/\1/')
-  IDYNTRA_KEY=$key measure "POST /v1/sessions ($label)" "http://127.0.0.1:$port/v1/sessions" "$work/create.lua"
-  IDYNTRA_KEY=$key measure "GET /v1/sessions/{id} ($label)" "http://127.0.0.1:$port/v1/sessions/$session" "$work/get.lua"
+  local server=${pids[-1]}
+  IDYNTRA_KEY=$key measure "POST /v1/sessions ($label)" "http://127.0.0.1:$port/v1/sessions" \
+    "$work/create.lua" "$server"
+  IDYNTRA_KEY=$key measure "GET /v1/sessions/{id} ($label)" \
+    "http://127.0.0.1:$port/v1/sessions/$session" "$work/get.lua" "$server"
 }
 
 echo "connections: $CONNECTIONS, duration: $DURATION, wrk threads: $THREADS, cores: $(nproc)"
 echo
-echo "| what | requests/s | p50 ms | p95 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
+echo "| what | requests/s | p50 ms | p95 ms | p99 ms | errors | server CPU µs/request |"
+echo "|---|---|---|---|---|---|---|"
 
 "$target/bare-axum" 127.0.0.1:18090 >"$work/bare.out" 2>&1 &
 pids+=($!)
 wait_for "$work/bare.out" "$!"
-IDYNTRA_KEY=unused measure "bare axum handler (HTTP ceiling)" "http://127.0.0.1:18090/" "$work/get.lua"
+IDYNTRA_KEY=unused measure "bare axum handler (HTTP ceiling)" "http://127.0.0.1:18090/" "$work/get.lua" \
+  "${pids[-1]}"
 
 bench_setup "SQLite" "$work/sqlite" 18080
 
@@ -123,6 +135,6 @@ tps=$(pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T "$seconds" -f "$work/insert.
   | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
 latency=$(pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T 3 -f "$work/insert.sql" "$pg_url" 2>/dev/null \
   | sed -nE 's/^latency average = ([0-9.]+) ms/\1/p')
-printf '| pgbench one-row insert (database ceiling) | %.0f | avg %s | | | |\n' "$tps" "$latency"
+printf '| pgbench one-row insert (database ceiling) | %.0f | avg %s | | | | |\n' "$tps" "$latency"
 
 psql "$PG_ADMIN" -qc "drop database if exists $database" >/dev/null
