@@ -2,11 +2,12 @@
 //!
 //! A request must not wait on a `write` to the log, so lines are written by another thread. Handing
 //! that thread one line at a time still cost a wake-up and a `write` per line: at 20 000 requests a
-//! second the log thread took about an eighth of the server's CPU. Here a line is appended to a
-//! shared buffer; the first line into an empty buffer wakes the writer thread, which lets the burst
-//! gather for [`LINGER`] and writes all of it at once. A line reaches the output within `LINGER`
-//! (plus the write itself) and an idle server's thread sleeps. No line is dropped: while the output
-//! cannot keep up and the buffer holds its limit, logging waits.
+//! second on a busy machine the log thread took up to an eighth of the server's CPU (see
+//! docs/PERFORMANCE.md). Here a line is appended to a shared buffer; the first line into an empty
+//! buffer wakes the writer thread, which lets the burst gather for [`LINGER`] and writes all of it
+//! at once. A line reaches the output within `LINGER` (plus the write itself) and an idle server's
+//! thread sleeps. No line is dropped: while the output cannot keep up and the buffer holds its
+//! limit, logging waits.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
