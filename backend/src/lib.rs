@@ -28,6 +28,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod inference;
 pub mod jobs;
+pub mod log_format;
 pub mod log_writer;
 pub mod perimeter;
 pub mod rate_limit;

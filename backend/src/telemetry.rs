@@ -39,10 +39,8 @@ pub fn init_logging(config: &LogConfig) -> LogGuard {
         .with_writer(writer);
     let _ = match config.format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(crate::log_format::SpanFields)
+            .event_format(crate::log_format::JsonLine)
             .try_init(),
         LogFormat::Pretty => builder.try_init(),
     };

@@ -52,19 +52,35 @@ cat "$work/report.lua" >> "$work/get.lua"
 
 # server_cpu PID: the CPU time (user + system, every thread) the process has used, in clock ticks.
 server_cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# services_cpu: the same for every PostgreSQL and Redis process of the machine together (those on
+# this machine share its cores with the server and wrk, so they bound what a request can cost).
+services_cpu() {
+  local total=0 pid
+  for pid in $(pgrep -x 'postgres|redis-server' || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+# per_request TICKS REQUESTS: microseconds of CPU per request.
+per_request() {
+  awk -v used="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.1f", used * 1e6 / hz / n }'
+}
 
-# measure NAME URL SCRIPT PID: prints "| name | req/s | p50 | p95 | p99 | errors | server CPU |",
-# the last being the microseconds of CPU the server at PID spent per request during the run.
+# measure NAME URL SCRIPT PID: prints "| name | req/s | p50 | p95 | p99 | errors | server CPU |
+# PostgreSQL + Redis CPU |", the last two being the microseconds of CPU the server at PID, and the
+# PostgreSQL and Redis processes, spent per request during the run.
 measure() {
   local name=$1 url=$2 script=$3 pid=$4
-  local line before after
+  local line before after services_before services_after
   before=$(server_cpu "$pid")
+  services_before=$(services_cpu)
   line=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s "$script" "$url" | grep '^RESULT')
   after=$(server_cpu "$pid")
+  services_after=$(services_cpu)
   read -r _ rps p50 p95 p99 errors total <<<"$line"
-  printf '| %s | %s | %s | %s | %s | %s of %s | %s |\n' "$name" "$rps" "$p50" "$p95" "$p99" \
-    "$errors" "$total" "$(awk -v used=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$total" \
-      'BEGIN { printf "%.1f", used * 1e6 / hz / n }')"
+  printf '| %s | %s | %s | %s | %s | %s of %s | %s | %s |\n' "$name" "$rps" "$p50" "$p95" "$p99" \
+    "$errors" "$total" "$(per_request $((after - before)) "$total")" \
+    "$(per_request $((services_after - services_before)) "$total")"
 }
 
 # wait_for OUT_FILE PID [LOG_FILE]: until the process says it listens; fails if it exits.
@@ -107,8 +123,8 @@ bench_setup() {
 
 echo "connections: $CONNECTIONS, duration: $DURATION, wrk threads: $THREADS, cores: $(nproc)"
 echo
-echo "| what | requests/s | p50 ms | p95 ms | p99 ms | errors | server CPU µs/request |"
-echo "|---|---|---|---|---|---|---|"
+echo "| what | requests/s | p50 ms | p95 ms | p99 ms | errors | server CPU µs/request | PostgreSQL + Redis CPU µs/request |"
+echo "|---|---|---|---|---|---|---|---|"
 
 "$target/bare-axum" 127.0.0.1:18090 >"$work/bare.out" 2>&1 &
 pids+=($!)
@@ -135,6 +151,6 @@ tps=$(pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T "$seconds" -f "$work/insert.
   | sed -nE 's/^tps = ([0-9.]+).*/\1/p')
 latency=$(pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T 3 -f "$work/insert.sql" "$pg_url" 2>/dev/null \
   | sed -nE 's/^latency average = ([0-9.]+) ms/\1/p')
-printf '| pgbench one-row insert (database ceiling) | %.0f | avg %s | | | | |\n' "$tps" "$latency"
+printf '| pgbench one-row insert (database ceiling) | %.0f | avg %s | | | | | |\n' "$tps" "$latency"
 
 psql "$PG_ADMIN" -qc "drop database if exists $database" >/dev/null

@@ -24,13 +24,29 @@ async fn problem(response: reqwest::Response, status: StatusCode, code: &str) ->
     body
 }
 
+/// The `request answered` log line of the request `request_id`; log lines reach the file within a
+/// few milliseconds (they are written in batches), so this waits for it a little.
+async fn request_log_line(server: &Server, request_id: &str) -> Value {
+    for _ in 0..100 {
+        let found = server.log().lines().find_map(|line| {
+            let line: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a log line is not JSON ({e}): {line}"));
+            (line["message"] == "request answered" && line["span"]["request_id"] == request_id)
+                .then_some(line)
+        });
+        if let Some(line) = found {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no log line for {request_id}: {}", server.log());
+}
+
 /// The story both storage set-ups must tell.
 async fn session_story(setup: &Setup, server: &Server) {
     let client = http();
-    let acme = setup.create_key("acme", &[])["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let acme_key = setup.create_key("acme", &[]);
+    let acme = acme_key["secret"].as_str().unwrap().to_owned();
     let globex = setup.create_key("globex", &[])["secret"]
         .as_str()
         .unwrap()
@@ -163,12 +179,25 @@ async fn session_story(setup: &Setup, server: &Server) {
     // 2 accounts + 2 keys + 4 sessions + 1 cancel.
     assert!(rows >= 9, "{said}");
 
-    // Nothing secret reaches the logs.
-    let log = server.log();
-    assert!(
-        log.contains("\"route\":\"/v1/sessions/{id}\""),
-        "logs carry the route template"
+    // One JSON line per request, with the fields docs/API.md names; nothing secret.
+    let read = client
+        .get(server.url(&format!("/v1/sessions/{id}")))
+        .bearer_auth(&acme)
+        .header("x-request-id", "log-check-1")
+        .answer()
+        .await;
+    assert_eq!(read.status(), StatusCode::OK);
+    let line = request_log_line(server, "log-check-1").await;
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["status"], 200);
+    assert!(line["latency_ms"].as_f64().unwrap() >= 0.0, "{line}");
+    assert_eq!(line["span"]["method"], "GET");
+    assert_eq!(
+        line["span"]["route"], "/v1/sessions/{id}",
+        "the route template"
     );
+    assert_eq!(line["span"]["account_id"], acme_key["account_id"], "{line}");
+    let log = server.log();
     let token = created["client_token"].as_str().unwrap().to_owned();
     for secret in [&acme, &globex, &token] {
         assert!(!log.contains(secret.as_str()), "a secret reached the log");
