@@ -1,7 +1,8 @@
 //! Secret-key authentication of the server-to-server API, and the per-key rate limit.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
@@ -19,12 +20,25 @@ use crate::error::ApiError;
 use crate::rate_limit::{self, CountedKeyLimit, LimitScope};
 use crate::store::AuditEvent;
 
-/// The authenticated caller: an API key of one account.
+/// The authenticated caller: an API key of one account. Shared, not copied: every request takes
+/// it from the key cache, puts it in the request and hands it to its handler.
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub struct Principal(Arc<Caller>);
+
+/// What a [`Principal`] knows of its key.
+#[derive(Debug)]
+pub struct Caller {
     pub account_id: String,
     pub api_key_id: String,
     scopes: Vec<String>,
+}
+
+impl Deref for Principal {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.0
+    }
 }
 
 impl Principal {
@@ -102,11 +116,11 @@ impl App {
             return Err(invalid);
         }
         self.touch_key(&key.api_key_id).await;
-        let principal = Principal {
+        let principal = Principal(Arc::new(Caller {
             account_id: key.account_id,
             api_key_id: key.api_key_id,
             scopes: key.scopes.split(' ').map(str::to_owned).collect(),
-        };
+        }));
         self.key_cache.put(hash, principal.clone(), key.expires_at);
         Ok(principal)
     }

@@ -91,7 +91,7 @@ async fn handle(app: AppState, request: Request, next: Next) -> Result<Response,
         // Longer than any request may run, so a slow first attempt is never taken over.
         lock_timeout: MIN_LOCK_TIMEOUT_MS.max(2 * clock::ms(app.config.http.request_timeout)),
     };
-    let account_id = principal.account_id;
+    let account_id = principal.account_id.clone();
     // This attempt's lock: complete and abandon only touch the row while it is still ours.
     let lock = window.now;
     match app
