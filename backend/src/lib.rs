@@ -69,13 +69,16 @@ pub async fn serve(
             let _ = jobs_stopped.await;
         }))
     });
-    let router = api::router(state.clone());
-    let served = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await;
+    let api = api::router(state.clone());
+    let served =
+        axum::serve(
+            listener,
+            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(api),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
     maintenance.abort();
     let _ = stop_jobs.send(());
     if let Some(jobs) = jobs {

@@ -14,7 +14,7 @@ use idyntra_types::Problem;
 use ipnet::IpNet;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::app::AppState;
+use crate::app::{App, AppState};
 use crate::config::HttpConfig;
 use crate::error::{ApiError, is_problem, problem_response};
 use crate::rate_limit::{self, Check, CountedKeyLimit, LimitScope};
@@ -54,11 +54,21 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// Middleware: `400` for a `Host` not on the allow-list (when the list is not `*`).
-pub async fn check_host(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// Middleware: the host allow-list, then the per-IP limit, with every error answer beneath them
+/// made problem+json. One layer for the three, since each `from_fn` layer clones the whole stack
+/// beneath it on every request.
+pub async fn guard(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(refusal) = host_refusal(&app, &request) {
+        return refusal;
+    }
+    as_problem(limit_by_ip(&app, request, next).await)
+}
+
+/// `400` for a `Host` not on the allow-list (when the list is not `*`).
+fn host_refusal(app: &App, request: &Request) -> Option<Response> {
     let allowed = &app.config.http.allowed_hosts;
     if allowed.iter().any(|host| host == "*") || is_operational(request.uri().path()) {
-        return next.run(request).await;
+        return None;
     }
     let host = request
         .headers()
@@ -67,15 +77,13 @@ pub async fn check_host(State(app): State<AppState>, request: Request, next: Nex
         .or_else(|| request.uri().host())
         .unwrap_or_default();
     let name = strip_port(host);
-    if allowed
+    let served = allowed
         .iter()
-        .any(|allowed| allowed.eq_ignore_ascii_case(name))
-    {
-        next.run(request).await
-    } else {
+        .any(|allowed| allowed.eq_ignore_ascii_case(name));
+    (!served).then(|| {
         ApiError::bad_request("host_not_allowed", "this host name is not served here")
             .into_response()
-    }
+    })
 }
 
 fn strip_port(host: &str) -> &str {
@@ -85,14 +93,10 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
-/// Middleware: the per-IP rate limit, applied before authentication so guessing keys is limited.
+/// The per-IP rate limit, applied before authentication so guessing keys is limited.
 /// A secret key this process verified recently has its own limit counted here as well, in the same
 /// round trip to Redis; `require_api_key` takes that decision over.
-pub async fn limit_by_ip(
-    State(app): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+async fn limit_by_ip(app: &App, mut request: Request, next: Next) -> Response {
     if !app.config.rate_limit.enabled || is_operational(request.uri().path()) {
         return next.run(request).await;
     }
@@ -144,10 +148,14 @@ pub async fn limit_by_ip(
     response
 }
 
-/// Middleware: any error answer that is not problem+json yet (unknown methods, layer rejections,
-/// timeouts) is rewritten as one, keeping its status and headers such as `Allow`.
+/// Middleware: [`as_problem`] on every answer.
 pub async fn problem_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    as_problem(next.run(request).await)
+}
+
+/// Any error answer that is not problem+json yet (unknown methods, layer rejections, timeouts) is
+/// rewritten as one, keeping its status and headers such as `Allow`.
+fn as_problem(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_problem(&response) {
         return response;

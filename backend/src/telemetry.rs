@@ -4,18 +4,23 @@
 //! latency and account — never keys, tokens, images or personal data. Metrics are Prometheus text
 //! from a registry owned by the app (not a global), so tests can run several apps in one process.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use pin_project_lite::pin_project;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
@@ -222,8 +227,8 @@ impl Metrics {
     }
 }
 
-/// Middleware (added with `Router::layer`, so it runs after routing and sees the route template):
-/// one log line and one metric sample per request.
+/// Middleware around the router: one log line and one metric sample per request. It runs before
+/// routing, so the route template reaches it on the answer, from [`RouteTemplate`].
 pub async fn observe(
     State(metrics): State<Arc<Metrics>>,
     request: Request,
@@ -231,18 +236,21 @@ pub async fn observe(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
         request_id = crate::request_id::current().unwrap_or_default(),
         method = %method,
-        route = %route,
+        route = tracing::field::Empty,
         account_id = tracing::field::Empty,
     );
     let response = next.run(request).instrument(span.clone()).await;
+    let route = match response.extensions().get::<MatchedPath>() {
+        Some(path) => path.as_str().to_owned(),
+        None => {
+            span.record("route", UNMATCHED);
+            UNMATCHED.to_owned()
+        }
+    };
     let status = response.status().as_u16();
     let latency = started.elapsed();
     let labels = RouteLabels {
@@ -263,4 +271,77 @@ pub async fn observe(
         );
     });
     response
+}
+
+/// The route label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Applied to every route with `Router::layer`: the matched route's template, recorded on the
+/// request's span (so every line logged while handling it names the route) and carried out on
+/// the answer to [`observe`]. Only this layer is per route, since axum clones a route's whole
+/// stack of layers for every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteTemplateLayer;
+
+impl<S> Layer<S> for RouteTemplateLayer {
+    type Service = RouteTemplate<S>;
+
+    fn layer(&self, inner: S) -> RouteTemplate<S> {
+        RouteTemplate { inner }
+    }
+}
+
+/// See [`RouteTemplateLayer`].
+#[derive(Debug, Clone)]
+pub struct RouteTemplate<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RouteTemplate<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = WithRouteTemplate<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        if let Some(route) = &route {
+            tracing::Span::current().record("route", route.as_str());
+        }
+        WithRouteTemplate {
+            answer: self.inner.call(request),
+            route,
+        }
+    }
+}
+
+pin_project! {
+    /// A route's answer, with its template put on it once ready.
+    pub struct WithRouteTemplate<F> {
+        #[pin]
+        answer: F,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for WithRouteTemplate<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.answer.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            response.extensions_mut().insert(route);
+        }
+        Poll::Ready(Ok(response))
+    }
 }

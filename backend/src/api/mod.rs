@@ -9,12 +9,15 @@ mod media;
 pub mod sessions;
 pub mod webhooks;
 
+use std::convert::Infallible;
+
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{from_fn, from_fn_with_state, map_response};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -124,8 +127,12 @@ async fn no_route() -> ApiError {
     ApiError::not_found("no such route")
 }
 
-/// The whole application router, without a socket (tests call it with `oneshot`).
-pub fn router(state: AppState) -> Router {
+/// The whole application, without a socket (tests call it with `oneshot`): the perimeter around
+/// the router.
+pub fn router(
+    state: AppState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
     let config = &state.config;
     let v1 = sessions::router()
         .merge(decisions::router())
@@ -148,11 +155,16 @@ pub fn router(state: AppState) -> Router {
     if config.profile == crate::config::Profile::Dev && config.demo.enabled {
         router = router.merge(demo::router(&state));
     }
-    // The perimeter as one stack, applied with one `layer` call: `Router::layer` boxes every layer
-    // it is given around every route, so ten calls meant ten boxed services cloned and called
-    // per request. Still per route, so `observe` sees the matched route's template. The first
-    // listed is the outermost.
-    let perimeter = ServiceBuilder::new()
+    let routes = router
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs_page))
+        .fallback(no_route)
+        .layer(telemetry::RouteTemplateLayer)
+        .with_state(state.clone());
+    // The perimeter wraps the router once. Layered onto the routes (`Router::layer`), the whole
+    // stack was a route's service, cloned for every request with its CORS lists. The first listed
+    // is the outermost.
+    ServiceBuilder::new()
         .layer(from_fn(request_id::middleware))
         .layer(from_fn_with_state(
             state.metrics.clone(),
@@ -160,9 +172,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(map_response(perimeter::add_security_headers))
         .layer(perimeter::cors(&config.http))
-        .layer(from_fn_with_state(state.clone(), perimeter::check_host))
-        .layer(from_fn(perimeter::problem_errors))
-        .layer(from_fn_with_state(state.clone(), perimeter::limit_by_ip))
+        .layer(from_fn_with_state(state.clone(), perimeter::guard))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             config.http.request_timeout,
@@ -173,13 +183,8 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(axum::extract::DefaultBodyLimit::max(
             config.http.max_body_bytes,
-        ));
-    router
-        .route("/openapi.json", get(openapi_json))
-        .route("/docs", get(docs_page))
-        .fallback(no_route)
-        .layer(perimeter)
-        .with_state(state)
+        ))
+        .service(routes)
 }
 
 /// A worker's router: the operations endpoints only, with the same request ids, metrics and
@@ -199,6 +204,7 @@ pub fn operations_router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .fallback(no_route)
+        .layer(telemetry::RouteTemplateLayer)
         .layer(perimeter)
         .with_state(state)
 }
