@@ -36,8 +36,10 @@ pub fn generate() -> String {
     format!("req_{}", uuid::Uuid::now_v7().simple())
 }
 
-/// Middleware: fixes the request id, runs the request inside its scope, echoes the header.
-pub async fn middleware(mut request: Request, next: Next) -> Response {
+/// Fixes the request's id: the caller's when well-formed, a new one otherwise. It is set on the
+/// request's header, so that handlers see the id that is logged, and returned with that header's
+/// value for the answer. [`within`] then runs the request under it.
+pub fn assign(request: &mut Request) -> (String, HeaderValue) {
     let id = request
         .headers()
         .get(&HEADER)
@@ -46,9 +48,15 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
         .map_or_else(generate, str::to_owned);
     let header = HeaderValue::from_str(&id).expect("request ids are plain ASCII");
     request.headers_mut().insert(HEADER.clone(), header.clone());
-    let mut response = CURRENT.scope(id, next.run(request)).await;
-    response.headers_mut().insert(HEADER.clone(), header);
-    response
+    (id, header)
+}
+
+/// Runs `future` as the request with this id: [`current`] returns it there.
+pub fn within<F: std::future::Future>(
+    id: String,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(id, future)
 }
 
 /// Problem bodies are a few hundred bytes; anything larger is passed on as it is.

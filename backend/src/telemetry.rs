@@ -227,23 +227,30 @@ impl Metrics {
     }
 }
 
-/// Middleware around the router: one log line and one metric sample per request. It runs before
-/// routing, so the route template reaches it on the answer, from [`RouteTemplate`].
+/// Middleware, the outermost: fixes the request id ([`crate::request_id`]), then one log line and
+/// one metric sample per request, and the id echoed on the answer. One layer for both, since each
+/// `from_fn` layer clones the whole stack beneath it on every request. It runs before routing, so
+/// the route template reaches it on the answer, from [`RouteTemplate`].
 pub async fn observe(
     State(metrics): State<Arc<Metrics>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let (id, id_header) = crate::request_id::assign(&mut request);
     let method = request.method().as_str().to_owned();
     let span = tracing::info_span!(
         "request",
-        request_id = crate::request_id::current().unwrap_or_default(),
+        request_id = id.as_str(),
         method = %method,
         route = tracing::field::Empty,
         account_id = tracing::field::Empty,
     );
-    let response = next.run(request).instrument(span.clone()).await;
+    let mut response =
+        crate::request_id::within(id, next.run(request).instrument(span.clone())).await;
+    response
+        .headers_mut()
+        .insert(crate::request_id::HEADER.clone(), id_header);
     let route = match response.extensions().get::<MatchedPath>() {
         Some(path) => path.as_str().to_owned(),
         None => {

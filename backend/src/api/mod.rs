@@ -165,7 +165,6 @@ pub fn router(
     // stack was a route's service, cloned for every request with its CORS lists. The first listed
     // is the outermost.
     ServiceBuilder::new()
-        .layer(from_fn(request_id::middleware))
         .layer(from_fn_with_state(
             state.metrics.clone(),
             telemetry::observe,
@@ -191,7 +190,6 @@ pub fn router(
 /// timeout as the API's.
 pub fn operations_router(state: AppState) -> Router {
     let perimeter = ServiceBuilder::new()
-        .layer(from_fn(request_id::middleware))
         .layer(from_fn_with_state(
             state.metrics.clone(),
             telemetry::observe,
