@@ -761,6 +761,14 @@ async fn operations_endpoints() {
     let (status, body, _) = app.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"]["database"], "ok");
+    // Requests are counted by route template, never by the path as sent (ids would make a label
+    // per session), and those that matched no route under one label.
+    let (status, _, _) = app
+        .call(Method::GET, "/v1/sessions/ses_not_a_real_one", None, None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = app.call(Method::GET, "/no/such/route", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, spec, _) = app.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(spec["openapi"].as_str().unwrap().starts_with("3.1"));
@@ -800,6 +808,13 @@ async fn operations_endpoints() {
         ),
         "{text}"
     );
+    for sample in [
+        "idyntra_http_requests_total{method=\"GET\",route=\"/v1/sessions/{id}\",status=\"401\"} 1",
+        "idyntra_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1",
+    ] {
+        assert!(text.contains(sample), "{sample} in {text}");
+    }
+    assert!(!text.contains("ses_not_a_real_one"), "{text}");
     assert!(
         text.contains("idyntra_http_request_duration_seconds_bucket"),
         "{text}"
