@@ -45,6 +45,7 @@ use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::ServiceExt as _;
 use tokio::net::TcpListener;
 
 use crate::app::AppState;
@@ -69,14 +70,8 @@ pub async fn serve(
             let _ = jobs_stopped.await;
         }))
     });
-    let api = api::router(state.clone());
-    let served =
-        axum::serve(
-            listener,
-            axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                SocketAddr,
-            >(api),
-        )
+    let api = api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown)
         .await;
     maintenance.abort();
