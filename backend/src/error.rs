@@ -170,6 +170,7 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::Database(database) if database_unavailable(database) => retry_later(&error),
             StoreError::Batch(database) if database_unavailable(database) => retry_later(&error),
             StoreError::NotRun(_) => retry_later(&error),
+            StoreError::Sqlite(sqlite) if sqlite_unavailable(sqlite) => retry_later(&error),
             _ => Self::Internal(anyhow::Error::new(error)),
         }
     }
@@ -182,6 +183,16 @@ fn retry_later(error: &crate::store::StoreError) -> ApiError {
         detail: "the database is unavailable; retry later".to_owned(),
         retry_after: Duration::from_secs(1),
     }
+}
+
+/// Whether a read on SQLite's own connections failed for a while only: the file locked past the
+/// wait (the WAL being reset or recovered) or not openable now.
+fn sqlite_unavailable(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen)
+    )
 }
 
 /// Whether a database error means the server cannot be reached right now (no connection, or the

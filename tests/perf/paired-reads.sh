@@ -6,7 +6,8 @@
 # cannot. Run it several times, swapping the order of the builds.
 #
 # Usage: tests/perf/paired-reads.sh OLD_IDYNTRA NEW_IDYNTRA [SECONDS]
-# Prints, per build: requests answered, and the server's CPU (user + system) in µs per request.
+# Prints, per build: requests answered, and the server's CPU (user + system) in µs per request;
+# fails when any answer was not a success (a build that answers errors fast is not faster).
 set -euo pipefail
 
 [ $# -ge 2 ] || { echo "usage: $0 OLD_IDYNTRA NEW_IDYNTRA [SECONDS]" >&2; exit 2; }
@@ -36,7 +37,7 @@ for i in 0 1; do
   session=$(curl -fsS -X POST "http://127.0.0.1:$port/v1/sessions" -H "Authorization: Bearer $key" |
     sed -E 's/.*"id":"(ses_[0-9a-f]+)".*/\1/')
   printf 'wrk.headers["Authorization"] = "Bearer %s"\n' "$key" >"$dir/get.lua"
-  echo 'done = function(summary) io.write(string.format("RESULT %d\n", summary.requests)) end' \
+  echo 'done = function(summary) io.write(string.format("RESULT %d %d\n", summary.requests, summary.errors.status)) end' \
     >>"$dir/get.lua"
   urls+=("http://127.0.0.1:$port/v1/sessions/$session")
 done
@@ -54,9 +55,16 @@ load() {
 load 2 # warm-up
 before=("$(cpu_ticks "${servers[0]}")" "$(cpu_ticks "${servers[1]}")")
 load "$seconds"
+failed=0
 for i in 0 1; do
   used=$(($(cpu_ticks "${servers[$i]}") - before[i]))
   requests=$(awk '{print $2}' "$work/$i/result")
+  errors=$(awk '{print $3}' "$work/$i/result")
   awk -v build="${builds[$i]}" -v used="$used" -v hz="$(getconf CLK_TCK)" -v n="$requests" \
     'BEGIN { printf "%s: %d requests, %.1f µs of server CPU per request\n", build, n, used * 1e6 / hz / n }'
+  if [ "$errors" -ne 0 ]; then
+    echo "error: ${builds[$i]} answered $errors requests with an error status" >&2
+    failed=1
+  fi
 done
+exit "$failed"

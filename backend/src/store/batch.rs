@@ -13,12 +13,11 @@ pub(super) const MAX_BATCH: usize = 64;
 /// Who reads which session: `(account_id, session_id)`.
 pub(super) type SessionRead = (String, String);
 
-/// The batched session calls of a store: inserts with their audit rows, and reads by id.
-#[derive(Debug, Clone)]
-pub(super) struct SessionBatches {
-    pub writes: Batcher<(SessionRecord, AuditEvent), StoreResult<()>>,
-    pub reads: Batcher<SessionRead, StoreResult<Option<SessionRecord>>>,
-}
+/// Batched session inserts, each with its audit row.
+pub(super) type SessionWrites = Batcher<(SessionRecord, AuditEvent), StoreResult<()>>;
+
+/// Batched session reads by id.
+pub(super) type SessionReads = Batcher<SessionRead, StoreResult<Option<SessionRecord>>>;
 
 /// Lanes for a pool of `max_connections`: a quarter of it for each kind of batch, so batches
 /// leave most connections to everything else.

@@ -8,6 +8,7 @@ mod pipeline;
 mod postgres;
 mod shared;
 mod sqlite;
+mod sqlite_readers;
 
 use std::sync::Arc;
 
@@ -42,6 +43,12 @@ pub enum StoreError {
     Batch(Arc<sqlx::Error>),
     #[error("database: {0}")]
     NotRun(#[from] crate::batch::NotRun),
+    /// A read on SQLite's own connections (see `sqlite_readers`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A configuration the store cannot work with.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

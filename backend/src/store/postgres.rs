@@ -5,7 +5,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres};
 
 use super::batch::{
-    Batcher, MAX_BATCH, SessionBatches, SessionRead, answer_reads, fail_all, lanes,
+    Batcher, MAX_BATCH, SessionRead, SessionReads, SessionWrites, answer_reads, fail_all, lanes,
 };
 use super::pipeline::{
     ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
@@ -15,7 +15,7 @@ use super::pipeline::{
 use super::shared::{
     API_KEY_COLUMNS, AUDIT_COLUMNS, AUDIT_LINKS_PER_STATEMENT, AUDIT_WRITTEN_COLUMNS,
     SESSION_COLUMNS, common_store_helpers, conflict_or, impl_store, push_audit, push_session,
-    session_batches,
+    session_writes,
 };
 use super::{
     Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
@@ -28,7 +28,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The same pool: PostgreSQL runs concurrent writers well.
     writer: PgPool,
-    sessions: SessionBatches,
+    session_writes: SessionWrites,
+    session_reads: SessionReads,
 }
 
 impl PostgresStore {
@@ -40,7 +41,8 @@ impl PostgresStore {
             .await?;
         let lanes = lanes(config.max_connections);
         Ok(Self {
-            sessions: Self::start_session_batches(&pool, &pool, lanes, lanes),
+            session_writes: Self::start_session_writes(&pool, lanes),
+            session_reads: Self::start_session_reads(&pool, lanes),
             writer: pool.clone(),
             pool,
         })
@@ -48,9 +50,37 @@ impl PostgresStore {
 }
 
 common_store_helpers!(PostgresStore, Postgres);
-session_batches!(PostgresStore, Postgres);
+session_writes!(PostgresStore, Postgres);
 
 impl PostgresStore {
+    /// Concurrent reads by id, one query for a batch: a round trip to PostgreSQL is what a read
+    /// costs most (see [`super::batch`]).
+    fn start_session_reads(pool: &PgPool, lanes: usize) -> SessionReads {
+        let pool = pool.clone();
+        Batcher::spawn(lanes, MAX_BATCH, move |batch| {
+            let pool = pool.clone();
+            async move { Self::read_session_batch(&pool, &batch).await }
+        })
+    }
+
+    async fn read_session_batch(
+        pool: &PgPool,
+        batch: &[SessionRead],
+    ) -> Vec<StoreResult<Option<SessionRecord>>> {
+        let mut sql = sqlx::QueryBuilder::<Postgres>::new(format!(
+            "select {SESSION_COLUMNS} from session where session_id in ("
+        ));
+        let mut ids = sql.separated(", ");
+        for (_, session_id) in batch {
+            ids.push_bind(session_id);
+        }
+        sql.push(")");
+        match sql.build_query_as::<SessionRecord>().fetch_all(pool).await {
+            Ok(rows) => answer_reads(batch, &rows),
+            Err(error) => fail_all(batch.len(), error),
+        }
+    }
+
     /// One statement, atomic on its own: the sessions and their audit rows in a single round
     /// trip (a data-modifying `with`) instead of four (begin, two inserts, commit).
     async fn insert_sessions_at_once(
@@ -75,6 +105,16 @@ impl PostgresStore {
 }
 
 impl_store!(PostgresStore, Postgres, {
+    /// Through the batch of concurrent reads.
+    async fn get_session(
+        &self,
+        account_id: &str,
+        session_id: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        let read = (account_id.to_owned(), session_id.to_owned());
+        self.session_reads.call(read).await?
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)

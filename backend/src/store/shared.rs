@@ -145,16 +145,6 @@ macro_rules! impl_store {
             Ok(())
         }
 
-        /// Through the batch of concurrent reads (see [`super::batch`]).
-        async fn get_session(
-            &self,
-            account_id: &str,
-            session_id: &str,
-        ) -> StoreResult<Option<SessionRecord>> {
-            let read = (account_id.to_owned(), session_id.to_owned());
-            self.sessions.reads.call(read).await?
-        }
-
         /// Through the batch of concurrent inserts (see [`super::batch`]): one commit for many.
         async fn insert_session(
             &self,
@@ -162,7 +152,7 @@ macro_rules! impl_store {
             audit: &AuditEvent,
         ) -> StoreResult<()> {
             let insert = (session.clone(), audit.clone());
-            self.sessions.writes.call(insert).await?
+            self.session_writes.call(insert).await?
         }
 
         async fn list_sessions(&self, query: &SessionQuery) -> StoreResult<Vec<SessionRecord>> {
@@ -497,28 +487,17 @@ macro_rules! push_audit {
     };
 }
 
-/// Batched session inserts and reads for `$store` (see [`super::batch`]). `$store` provides
+/// Batched session inserts for `$store` (see [`super::batch`]). `$store` provides
 /// `insert_sessions_at_once`: every session of a batch with its audit row, atomically.
-macro_rules! session_batches {
+macro_rules! session_writes {
     ($store:ty, $db:ty) => {
         impl $store {
-            fn start_session_batches(
-                writer: &sqlx::Pool<$db>,
-                pool: &sqlx::Pool<$db>,
-                write_lanes: usize,
-                read_lanes: usize,
-            ) -> SessionBatches {
+            fn start_session_writes(writer: &sqlx::Pool<$db>, lanes: usize) -> SessionWrites {
                 let writer = writer.clone();
-                let writes = Batcher::spawn(write_lanes, MAX_BATCH, move |batch| {
+                Batcher::spawn(lanes, MAX_BATCH, move |batch| {
                     let writer = writer.clone();
                     async move { Self::insert_session_batch(&writer, &batch).await }
-                });
-                let pool = pool.clone();
-                let reads = Batcher::spawn(read_lanes, MAX_BATCH, move |batch| {
-                    let pool = pool.clone();
-                    async move { Self::read_session_batch(&pool, &batch).await }
-                });
-                SessionBatches { writes, reads }
+                })
             }
 
             /// The batch at once; if the database refuses its data (a duplicate id), each on
@@ -543,24 +522,6 @@ macro_rules! session_batches {
                     results.push(result.map_err(|e| conflict_or(e, "session")));
                 }
                 results
-            }
-
-            async fn read_session_batch(
-                pool: &sqlx::Pool<$db>,
-                batch: &[SessionRead],
-            ) -> Vec<StoreResult<Option<SessionRecord>>> {
-                let mut sql = sqlx::QueryBuilder::<$db>::new(format!(
-                    "select {SESSION_COLUMNS} from session where session_id in ("
-                ));
-                let mut ids = sql.separated(", ");
-                for (_, session_id) in batch {
-                    ids.push_bind(session_id);
-                }
-                sql.push(")");
-                match sql.build_query_as::<SessionRecord>().fetch_all(pool).await {
-                    Ok(rows) => answer_reads(batch, &rows),
-                    Err(error) => fail_all(batch.len(), error),
-                }
             }
         }
     };
@@ -617,7 +578,7 @@ pub(super) use common_store_helpers;
 pub(super) use impl_store;
 pub(super) use push_audit;
 pub(super) use push_session;
-pub(super) use session_batches;
+pub(super) use session_writes;
 
 /// Unique-constraint violations are the caller's conflict; anything else stays a database error.
 pub(super) fn conflict_or(error: sqlx::Error, what: &str) -> super::StoreError {

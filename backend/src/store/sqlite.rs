@@ -8,9 +8,7 @@ use idyntra_types::SessionStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::batch::{
-    Batcher, MAX_BATCH, SessionBatches, SessionRead, answer_reads, fail_all, lanes,
-};
+use super::batch::{Batcher, MAX_BATCH, SessionWrites, fail_all};
 use super::pipeline::{
     ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
     ENDPOINT_COLUMNS, JOB_COLUMNS, JobRecord, MEDIA_COLUMNS, MediaRecord, PipelineStore,
@@ -19,11 +17,12 @@ use super::pipeline::{
 use super::shared::{
     API_KEY_COLUMNS, AUDIT_COLUMNS, AUDIT_LINKS_PER_STATEMENT, AUDIT_WRITTEN_COLUMNS,
     SESSION_COLUMNS, common_store_helpers, conflict_or, impl_store, push_audit, push_session,
-    session_batches,
+    session_writes,
 };
+use super::sqlite_readers::SqliteReaders;
 use super::{
     Account, ApiKeyRecord, AuditEntry, AuditEvent, IdempotencyStart, IdempotencyWindow, PoolState,
-    SessionQuery, SessionRecord, Store, StoreResult, StoredResponse, Transition,
+    SessionQuery, SessionRecord, Store, StoreError, StoreResult, StoredResponse, Transition,
 };
 use crate::config::DatabaseConfig;
 
@@ -34,7 +33,9 @@ pub struct SqliteStore {
     /// fair and quiet, where concurrent writers would spin on the file lock (busy_timeout sleeps
     /// of up to 100 ms each, which showed as a long latency tail under load).
     writer: SqlitePool,
-    sessions: SessionBatches,
+    session_writes: SessionWrites,
+    /// Session reads by id, on connections of their own (see [`SqliteReaders`]).
+    readers: Arc<SqliteReaders>,
     /// Stops the checkpointer when the last clone of the store goes.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -89,6 +90,13 @@ impl Drop for Checkpointer {
 impl SqliteStore {
     /// Opens (creating if missing) the database at `url` (`sqlite://path`).
     pub async fn connect(url: &str, config: &DatabaseConfig) -> StoreResult<Self> {
+        // Each connection of an in-memory database would see a database of its own.
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StoreError::Unsupported(
+                "database_url: an in-memory SQLite database is not supported; name a file"
+                    .to_owned(),
+            ));
+        }
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             // WAL lets readers run beside the single writer; NORMAL sync is durable across
@@ -111,25 +119,28 @@ impl SqliteStore {
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options.clone())
             .await?;
+        let readers = SqliteReaders::new(
+            options.get_filename(),
+            usize::try_from(config.max_connections).unwrap_or(1),
+        );
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options)
             .await?;
-        // One lane of writes: there is one writer connection.
-        let sessions =
-            Self::start_session_batches(&writer, &pool, 1, lanes(config.max_connections));
         Ok(Self {
             pool,
+            // One lane of writes: there is one writer connection.
+            session_writes: Self::start_session_writes(&writer, 1),
             writer,
-            sessions,
+            readers: Arc::new(readers),
             _checkpointer: Arc::new(Checkpointer::start(checkpointer)),
         })
     }
 }
 
 common_store_helpers!(SqliteStore, Sqlite);
-session_batches!(SqliteStore, Sqlite);
+session_writes!(SqliteStore, Sqlite);
 
 impl SqliteStore {
     /// In one transaction, since SQLite has no data-modifying `with`: two statements for the
@@ -157,6 +168,15 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite, {
+    /// On the calling thread (see [`SqliteReaders`]): no batch, no thread switch.
+    async fn get_session(
+        &self,
+        account_id: &str,
+        session_id: &str,
+    ) -> StoreResult<Option<SessionRecord>> {
+        Ok(self.readers.session(account_id, session_id)?)
+    }
+
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)

@@ -30,7 +30,7 @@ pub(crate) async fn postgres_store() -> Arc<dyn Store> {
     Arc::new(store)
 }
 
-fn event(action: &str, target: &str) -> AuditEvent {
+pub(super) fn event(action: &str, target: &str) -> AuditEvent {
     AuditEvent {
         at: 1_000,
         actor: "test".to_owned(),
@@ -41,7 +41,7 @@ fn event(action: &str, target: &str) -> AuditEvent {
     }
 }
 
-fn account(name: &str) -> Account {
+pub(super) fn account(name: &str) -> Account {
     Account {
         account_id: crate::ids::new_id("acct"),
         name: name.to_owned(),
@@ -66,7 +66,7 @@ fn key(account_id: &str, prefix: &str) -> ApiKeyRecord {
     }
 }
 
-fn session(account_id: &str, created_at: i64, expires_at: i64) -> SessionRecord {
+pub(super) fn session(account_id: &str, created_at: i64, expires_at: i64) -> SessionRecord {
     SessionRecord {
         session_id: crate::ids::new_id("ses"),
         account_id: account_id.to_owned(),
