@@ -6,6 +6,8 @@
 # cannot. Run it several times, swapping the order of the builds.
 #
 # Usage: tests/perf/paired-reads.sh OLD_IDYNTRA NEW_IDYNTRA [SECONDS]
+#        FILL=SECONDS tests/perf/paired-reads.sh …   first creates sessions for that long (each server
+#        alone, 50 connections), so that the reads meet a database the size api-bench.sh leaves.
 # Prints, per build: requests answered, and the server's CPU (user + system) in µs per request;
 # fails when any answer was not a success (a build that answers errors fast is not faster).
 set -euo pipefail
@@ -13,6 +15,7 @@ set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OLD_IDYNTRA NEW_IDYNTRA [SECONDS]" >&2; exit 2; }
 builds=("$1" "$2")
 seconds=${3:-8}
+fill=${FILL:-0}
 command -v wrk >/dev/null || { echo "error: wrk is required" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -40,6 +43,13 @@ for i in 0 1; do
   echo 'done = function(summary) io.write(string.format("RESULT %d %d\n", summary.requests, summary.errors.status)) end' \
     >>"$dir/get.lua"
   urls+=("http://127.0.0.1:$port/v1/sessions/$session")
+  if [ "$fill" -gt 0 ]; then
+    printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = "{}"\n' \
+      >"$dir/create.lua"
+    grep Authorization "$dir/get.lua" >>"$dir/create.lua"
+    wrk -t1 -c50 -d"${fill}s" -s "$dir/create.lua" "http://127.0.0.1:$port/v1/sessions" |
+      grep -E 'Requests/sec|Non-2xx' | sed "s|^|${builds[$i]} fill: |"
+  fi
 done
 
 # load SECONDS: both wrk at once, each writing its RESULT line to its server's directory.

@@ -44,8 +44,15 @@ pub(super) fn answer_reads(
 
 /// The same failure for every call of a batch.
 pub(super) fn fail_all<T>(count: usize, error: sqlx::Error) -> Vec<StoreResult<T>> {
+    fail_all_as(count, error, StoreError::Batch)
+}
+
+/// The same failure for every call of a batch, shared as `wrap` makes it a [`StoreError`].
+pub(super) fn fail_all_as<T, E>(
+    count: usize,
+    error: E,
+    wrap: impl Fn(Arc<E>) -> StoreError,
+) -> Vec<StoreResult<T>> {
     let shared = Arc::new(error);
-    (0..count)
-        .map(|_| Err(StoreError::Batch(shared.clone())))
-        .collect()
+    (0..count).map(|_| Err(wrap(shared.clone()))).collect()
 }

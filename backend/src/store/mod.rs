@@ -43,9 +43,10 @@ pub enum StoreError {
     Batch(Arc<sqlx::Error>),
     #[error("database: {0}")]
     NotRun(#[from] crate::batch::NotRun),
-    /// A read on SQLite's own connections (see `sqlite_readers`).
+    /// A batch of reads on SQLite's own connections (see `sqlite_readers`), shared by every
+    /// call in it.
     #[error("database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(Arc<rusqlite::Error>),
     /// A configuration the store cannot work with.
     #[error("{0}")]
     Unsupported(String),

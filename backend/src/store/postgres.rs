@@ -105,16 +105,6 @@ impl PostgresStore {
 }
 
 impl_store!(PostgresStore, Postgres, {
-    /// Through the batch of concurrent reads.
-    async fn get_session(
-        &self,
-        account_id: &str,
-        session_id: &str,
-    ) -> StoreResult<Option<SessionRecord>> {
-        let read = (account_id.to_owned(), session_id.to_owned());
-        self.session_reads.call(read).await?
-    }
-
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)

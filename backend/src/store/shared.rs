@@ -145,6 +145,16 @@ macro_rules! impl_store {
             Ok(())
         }
 
+        /// Through the batch of concurrent reads (see [`super::batch`]).
+        async fn get_session(
+            &self,
+            account_id: &str,
+            session_id: &str,
+        ) -> StoreResult<Option<SessionRecord>> {
+            let read = (account_id.to_owned(), session_id.to_owned());
+            self.session_reads.call(read).await?
+        }
+
         /// Through the batch of concurrent inserts (see [`super::batch`]): one commit for many.
         async fn insert_session(
             &self,

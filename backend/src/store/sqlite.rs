@@ -8,7 +8,10 @@ use idyntra_types::SessionStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool};
 
-use super::batch::{Batcher, MAX_BATCH, SessionWrites, fail_all};
+use super::batch::{
+    Batcher, MAX_BATCH, SessionRead, SessionReads, SessionWrites, answer_reads, fail_all,
+    fail_all_as, lanes,
+};
 use super::pipeline::{
     ATTESTATION_COLUMNS, AttestationRecord, DELIVERY_COLUMNS, DeliveryAttempt, DeliveryRecord,
     ENDPOINT_COLUMNS, JOB_COLUMNS, JobRecord, MEDIA_COLUMNS, MediaRecord, PipelineStore,
@@ -34,8 +37,8 @@ pub struct SqliteStore {
     /// of up to 100 ms each, which showed as a long latency tail under load).
     writer: SqlitePool,
     session_writes: SessionWrites,
-    /// Session reads by id, on connections of their own (see [`SqliteReaders`]).
-    readers: Arc<SqliteReaders>,
+    /// Batches of session reads by id, on connections of their own (see [`SqliteReaders`]).
+    session_reads: SessionReads,
     /// Stops the checkpointer when the last clone of the store goes.
     _checkpointer: Arc<Checkpointer>,
 }
@@ -133,7 +136,7 @@ impl SqliteStore {
             // One lane of writes: there is one writer connection.
             session_writes: Self::start_session_writes(&writer, 1),
             writer,
-            readers: Arc::new(readers),
+            session_reads: Self::start_session_reads(readers, lanes(config.max_connections)),
             _checkpointer: Arc::new(Checkpointer::start(checkpointer)),
         })
     }
@@ -141,6 +144,22 @@ impl SqliteStore {
 
 common_store_helpers!(SqliteStore, Sqlite);
 session_writes!(SqliteStore, Sqlite);
+
+impl SqliteStore {
+    /// Each batch on its lane's own task (see [`SqliteReaders`]): no thread switch.
+    fn start_session_reads(readers: SqliteReaders, lanes: usize) -> SessionReads {
+        let readers = Arc::new(readers);
+        Batcher::spawn(lanes, MAX_BATCH, move |batch: Vec<SessionRead>| {
+            let readers = readers.clone();
+            async move {
+                match readers.sessions(&batch) {
+                    Ok(rows) => answer_reads(&batch, &rows),
+                    Err(error) => fail_all_as(batch.len(), error, StoreError::Sqlite),
+                }
+            }
+        })
+    }
+}
 
 impl SqliteStore {
     /// In one transaction, since SQLite has no data-modifying `with`: two statements for the
@@ -168,15 +187,6 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, Sqlite, {
-    /// On the calling thread (see [`SqliteReaders`]): no batch, no thread switch.
-    async fn get_session(
-        &self,
-        account_id: &str,
-        session_id: &str,
-    ) -> StoreResult<Option<SessionRecord>> {
-        Ok(self.readers.session(account_id, session_id)?)
-    }
-
     async fn migrate(&self) -> StoreResult<()> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)

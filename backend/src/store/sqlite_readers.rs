@@ -1,32 +1,30 @@
-//! Session reads on SQLite, run where the request runs.
+//! Session reads on SQLite, without a thread hand-over.
 //!
 //! sqlx gives every SQLite connection a thread of its own and hands each statement to it over a
-//! channel, then wakes the request's task with the rows: two thread switches, and a batch task
-//! around them, for a primary-key lookup that SQLite itself answers in a few microseconds from
-//! pages the OS holds. Here the lookup runs on the calling thread, on a connection taken from a
-//! small stack of idle ones, with no `.await` in between: it is as short as the CPU work of the
-//! request around it. A read never waits for the writer: in WAL mode each statement reads the
-//! last committed state while the writer goes on.
+//! channel, then wakes the caller's task with the rows: two thread switches for a lookup that
+//! SQLite itself answers in microseconds from pages the OS holds. Here a batch of concurrent
+//! reads (see [`super::batch`]) runs as one statement on the batch's own task, on a connection
+//! taken from a small stack of idle ones, with no `.await` in between: it is as short as the CPU
+//! work of the requests around it. One statement for the batch, not one per read: each statement
+//! is a read transaction, which takes and drops the database file's shared lock (a system call
+//! and a process-wide mutex that concurrent readers contend for). A read never waits for the
+//! writer: in WAL mode it reads the last committed state while the writer goes on.
 
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+use rusqlite::{Connection, OpenFlags, Row};
 use sqlx::types::Json;
 
 use super::SessionRecord;
+use super::batch::{MAX_BATCH, SessionRead};
 use super::shared::SESSION_COLUMNS;
 
 /// How long a read waits on a lock before it fails. Readers in WAL mode meet one only while the
 /// WAL is being reset or recovered, which takes milliseconds; a read that met a longer one would
 /// hold its thread, so it gives up soon and the client retries.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
-
-/// The lookup, prepared once per connection.
-static SESSION_BY_ID: LazyLock<String> = LazyLock::new(|| {
-    format!("select {SESSION_COLUMNS} from session where session_id = ?1 and account_id = ?2")
-});
 
 /// Idle read connections of one database file.
 #[derive(Debug)]
@@ -48,29 +46,33 @@ impl SqliteReaders {
         }
     }
 
-    /// The session `session_id` if it belongs to `account_id` (another account's session is not
-    /// found, as it is for the API).
-    pub(super) fn session(
-        &self,
-        account_id: &str,
-        session_id: &str,
-    ) -> rusqlite::Result<Option<SessionRecord>> {
+    /// The rows of the sessions `batch` names, each once, whichever account they belong to (the
+    /// caller answers each read from them, see [`super::batch::answer_reads`]).
+    pub(super) fn sessions(&self, batch: &[SessionRead]) -> rusqlite::Result<Vec<SessionRecord>> {
         let connection = match self.take() {
             Some(connection) => connection,
             None => self.open()?,
         };
-        let found = connection
-            .prepare_cached(&SESSION_BY_ID)
-            .and_then(|mut statement| {
-                statement
-                    .query_row((session_id, account_id), session_from_row)
-                    .optional()
-            });
+        let found = Self::select(&connection, batch);
         // A connection whose read failed may be broken; it goes, and the next read opens another.
         if found.is_ok() {
             self.put_back(connection);
         }
         found
+    }
+
+    fn select(
+        connection: &Connection,
+        batch: &[SessionRead],
+    ) -> rusqlite::Result<Vec<SessionRecord>> {
+        // One statement text per batch size, each prepared once per connection.
+        let marks = vec!["?"; batch.len()].join(", ");
+        let mut statement = connection.prepare_cached(&format!(
+            "select {SESSION_COLUMNS} from session where session_id in ({marks})"
+        ))?;
+        let ids = batch.iter().map(|(_, session_id)| session_id);
+        let rows = statement.query_map(rusqlite::params_from_iter(ids), session_from_row)?;
+        rows.collect()
     }
 
     fn take(&self) -> Option<Connection> {
@@ -100,6 +102,7 @@ impl SqliteReaders {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         connection.busy_timeout(BUSY_TIMEOUT)?;
+        connection.set_prepared_statement_cache_capacity(MAX_BATCH);
         connection.pragma_update(None, "query_only", true)?;
         Ok(connection)
     }
@@ -209,6 +212,39 @@ mod tests {
             };
             assert!(message.contains("database_url"), "{message}");
         }
+    }
+
+    /// One statement answers a batch: every session it names once, a repeated id included, and
+    /// nothing for an unknown one.
+    #[tokio::test]
+    async fn a_batch_finds_each_named_session_once() {
+        let (store, dir) = sqlite_store().await;
+        let owner = account("acme");
+        store
+            .insert_account(&owner, &event("account.created", "x"))
+            .await
+            .unwrap();
+        let first = session(&owner.account_id, 1_000, 60_000);
+        let second = session(&owner.account_id, 1_000, 60_000);
+        for record in [&first, &second] {
+            store
+                .insert_session(record, &event("session.created", "x"))
+                .await
+                .unwrap();
+        }
+        let readers = SqliteReaders::new(&dir.path().join("test.db"), 1);
+        let read = |id: &SessionRecord| (owner.account_id.clone(), id.session_id.clone());
+        let batch = [
+            read(&first),
+            read(&second),
+            read(&first),
+            (owner.account_id.clone(), "ses_unknown".to_owned()),
+        ];
+        let mut found = readers.sessions(&batch).unwrap();
+        found.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        let mut expected = vec![first, second];
+        expected.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        assert_eq!(found, expected);
     }
 
     /// Connections beyond those kept are closed when done; the kept ones are reused.
