@@ -8,6 +8,8 @@
 # Usage: tests/perf/paired-reads.sh OLD_IDYNTRA NEW_IDYNTRA [SECONDS]
 #        FILL=SECONDS tests/perf/paired-reads.sh …   first creates sessions for that long (each server
 #        alone, 50 connections), so that the reads meet a database the size api-bench.sh leaves.
+#        ALONE=1 tests/perf/paired-reads.sh …   loads one server at a time instead, as api-bench.sh
+#        does (2 wrk threads, 100 connections): the same setting as its rows, less robust to noise.
 # Prints, per build: requests answered, and the server's CPU (user + system) in µs per request;
 # fails when any answer was not a success (a build that answers errors fast is not faster).
 set -euo pipefail
@@ -16,6 +18,7 @@ set -euo pipefail
 builds=("$1" "$2")
 seconds=${3:-8}
 fill=${FILL:-0}
+alone=${ALONE:-0}
 command -v wrk >/dev/null || { echo "error: wrk is required" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -52,14 +55,20 @@ for i in 0 1; do
   fi
 done
 
-# load SECONDS: both wrk at once, each writing its RESULT line to its server's directory.
+# load SECONDS: both wrk at once (or one after the other with ALONE=1), each writing its RESULT
+# line to its server's directory.
 load() {
   local loaders=()
   for i in 0 1; do
-    (wrk -t1 -c50 -d"$1s" -s "$work/$i/get.lua" "${urls[$i]}" | grep '^RESULT' >"$work/$i/result") &
-    loaders+=($!)
+    if [ "$alone" = 1 ]; then
+      wrk -t2 -c100 -d"$1s" -s "$work/$i/get.lua" "${urls[$i]}" | grep '^RESULT' >"$work/$i/result"
+    else
+      (wrk -t1 -c50 -d"$1s" -s "$work/$i/get.lua" "${urls[$i]}" | grep '^RESULT' >"$work/$i/result") &
+      loaders+=($!)
+    fi
   done
-  wait "${loaders[@]}"
+  # Not a bare `wait`, which would wait for the servers too.
+  if [ ${#loaders[@]} -gt 0 ]; then wait "${loaders[@]}"; fi
 }
 
 load 2 # warm-up
