@@ -122,10 +122,9 @@ impl SqliteStore {
             .acquire_timeout(config.acquire_timeout)
             .connect_with(options.clone())
             .await?;
-        let readers = SqliteReaders::new(
-            options.get_filename(),
-            usize::try_from(config.max_connections).unwrap_or(1),
-        );
+        // A connection per lane of reads: each lane runs one batch at a time.
+        let read_lanes = lanes(config.max_connections);
+        let readers = SqliteReaders::new(options.get_filename(), read_lanes);
         let pool = SqlitePoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
@@ -136,7 +135,7 @@ impl SqliteStore {
             // One lane of writes: there is one writer connection.
             session_writes: Self::start_session_writes(&writer, 1),
             writer,
-            session_reads: Self::start_session_reads(readers, lanes(config.max_connections)),
+            session_reads: Self::start_session_reads(readers, read_lanes),
             _checkpointer: Arc::new(Checkpointer::start(checkpointer)),
         })
     }

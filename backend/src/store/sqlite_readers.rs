@@ -31,7 +31,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 pub(super) struct SqliteReaders {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
-    /// Connections kept when idle; more may be open at a moment (one per thread reading at once),
+    /// Connections kept when idle; more may be open at a moment (one per batch running at once),
     /// and those beyond it are closed when they are done.
     keep: usize,
 }
