@@ -128,37 +128,58 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use serde_json::json;
 
     use super::*;
     use crate::config::DatabaseConfig;
     use crate::store::story::{account, event, session, sqlite_store};
-    use crate::store::{SqliteStore, StoreError};
+    use crate::store::{SqliteStore, Store, StoreError};
 
-    /// Every column comes back as written, the optional ones filled in too, as soon as the write
-    /// has returned.
-    #[tokio::test]
-    async fn a_read_sees_every_column_of_a_session_just_written() {
-        let (store, _dir) = sqlite_store().await;
+    /// A fresh store with one account, and `sessions` made that account's and written through it.
+    async fn store_with(
+        sessions: Vec<SessionRecord>,
+    ) -> (Arc<dyn Store>, tempfile::TempDir, Vec<SessionRecord>) {
+        let (store, dir) = sqlite_store().await;
         let owner = account("acme");
         store
             .insert_account(&owner, &event("account.created", "x"))
             .await
             .unwrap();
-        let mut written = session(&owner.account_id, 1_000, 60_000);
-        written.status = "verified".to_owned();
-        written.result = Some(Json(json!({"decision": "approve", "score": 0.93})));
-        written.redacted_at = Some(2_000);
-        store
-            .insert_session(&written, &event("session.created", "x"))
-            .await
-            .unwrap();
+        let mut written = Vec::new();
+        for mut record in sessions {
+            record.account_id.clone_from(&owner.account_id);
+            store
+                .insert_session(&record, &event("session.created", "x"))
+                .await
+                .unwrap();
+            written.push(record);
+        }
+        (store, dir, written)
+    }
+
+    /// A session as [`store_with`] writes it (its account set there).
+    fn fresh() -> SessionRecord {
+        session("", 1_000, 60_000)
+    }
+
+    /// Every column comes back as written, the optional ones filled in too, as soon as the write
+    /// has returned.
+    #[tokio::test]
+    async fn a_read_sees_every_column_of_a_session_just_written() {
+        let mut full = fresh();
+        full.status = "verified".to_owned();
+        full.result = Some(Json(json!({"decision": "approve", "score": 0.93})));
+        full.redacted_at = Some(2_000);
+        let (store, _dir, written) = store_with(vec![full]).await;
+        let written = &written[0];
 
         let read = store
-            .get_session(&owner.account_id, &written.session_id)
+            .get_session(&written.account_id, &written.session_id)
             .await
             .unwrap();
-        assert_eq!(read, Some(written.clone()));
+        assert_eq!(read.as_ref(), Some(written));
         assert_eq!(
             store
                 .get_session("acct_other", &written.session_id)
@@ -171,20 +192,10 @@ mod tests {
     /// A row the reader cannot decode is an error for that read, and the next read works.
     #[tokio::test]
     async fn an_undecodable_row_fails_its_read_only() {
-        let (store, dir) = sqlite_store().await;
-        let owner = account("acme");
-        store
-            .insert_account(&owner, &event("account.created", "x"))
-            .await
-            .unwrap();
-        let good = session(&owner.account_id, 1_000, 60_000);
-        let bad = session(&owner.account_id, 1_000, 60_000);
-        for record in [&good, &bad] {
-            store
-                .insert_session(record, &event("session.created", "x"))
-                .await
-                .unwrap();
-        }
+        let (store, dir, written) = store_with(vec![fresh(), fresh()]).await;
+        let [good, bad] = &written[..] else {
+            unreachable!()
+        };
         Connection::open(dir.path().join("test.db"))
             .unwrap()
             .execute(
@@ -193,13 +204,13 @@ mod tests {
             )
             .unwrap();
 
-        let failed = store.get_session(&owner.account_id, &bad.session_id).await;
+        let failed = store.get_session(&bad.account_id, &bad.session_id).await;
         assert!(matches!(failed, Err(StoreError::Sqlite(_))), "{failed:?}");
         let read = store
-            .get_session(&owner.account_id, &good.session_id)
+            .get_session(&good.account_id, &good.session_id)
             .await
             .unwrap();
-        assert_eq!(read, Some(good));
+        assert_eq!(read.as_ref(), Some(good));
     }
 
     /// Readers open connections of their own, which an in-memory database would not share.
@@ -218,33 +229,19 @@ mod tests {
     /// nothing for an unknown one.
     #[tokio::test]
     async fn a_batch_finds_each_named_session_once() {
-        let (store, dir) = sqlite_store().await;
-        let owner = account("acme");
-        store
-            .insert_account(&owner, &event("account.created", "x"))
-            .await
-            .unwrap();
-        let first = session(&owner.account_id, 1_000, 60_000);
-        let second = session(&owner.account_id, 1_000, 60_000);
-        for record in [&first, &second] {
-            store
-                .insert_session(record, &event("session.created", "x"))
-                .await
-                .unwrap();
-        }
+        let (_store, dir, mut written) = store_with(vec![fresh(), fresh()]).await;
         let readers = SqliteReaders::new(&dir.path().join("test.db"), 1);
-        let read = |id: &SessionRecord| (owner.account_id.clone(), id.session_id.clone());
+        let read = |record: &SessionRecord| (record.account_id.clone(), record.session_id.clone());
         let batch = [
-            read(&first),
-            read(&second),
-            read(&first),
-            (owner.account_id.clone(), "ses_unknown".to_owned()),
+            read(&written[0]),
+            read(&written[1]),
+            read(&written[0]),
+            (written[0].account_id.clone(), "ses_unknown".to_owned()),
         ];
         let mut found = readers.sessions(&batch).unwrap();
         found.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        let mut expected = vec![first, second];
-        expected.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        assert_eq!(found, expected);
+        written.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        assert_eq!(found, written);
     }
 
     /// Connections beyond those kept are closed when done; the kept ones are reused.
