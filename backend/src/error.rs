@@ -207,3 +207,33 @@ fn database_unavailable(error: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rusqlite::ffi;
+
+    use super::*;
+    use crate::store::StoreError;
+
+    fn sqlite_failure(code: std::ffi::c_int) -> ApiError {
+        let error = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        StoreError::Sqlite(Arc::new(error)).into()
+    }
+
+    /// A SQLite file locked or unopenable for now is a `503` the client may retry; any other
+    /// failure of a read stays internal.
+    #[test]
+    fn a_busy_sqlite_read_is_retried_later_and_a_broken_one_is_internal() {
+        for code in [ffi::SQLITE_BUSY, ffi::SQLITE_LOCKED, ffi::SQLITE_CANTOPEN] {
+            let answer = sqlite_failure(code);
+            assert!(
+                matches!(answer, ApiError::Unavailable { .. }),
+                "{code}: {answer:?}"
+            );
+        }
+        let answer = sqlite_failure(ffi::SQLITE_CORRUPT);
+        assert!(matches!(answer, ApiError::Internal(_)), "{answer:?}");
+    }
+}

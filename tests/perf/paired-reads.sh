@@ -10,6 +10,8 @@
 #        alone, 50 connections), so that the reads meet a database the size api-bench.sh leaves.
 #        ALONE=1 tests/perf/paired-reads.sh …   loads one server at a time instead, as api-bench.sh
 #        does (2 wrk threads, 100 connections): the same setting as its rows, less robust to noise.
+#        Each server's CPU then also counts its idle seconds while the other is loaded (its WAL
+#        checkpointer's ticks: the same small amount for both builds).
 # Prints, per build: requests answered, and the server's CPU (user + system) in µs per request;
 # fails when any answer was not a success (a build that answers errors fast is not faster).
 set -euo pipefail
