@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod decode;
+mod dense_pools;
 
 pub use decode::{DecodeError, DecodeLimits, DecodedImage, decode};
 pub mod align;

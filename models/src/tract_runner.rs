@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 
 use crate::blazeface;
 use crate::centerface::{self, OutputMaps};
+use crate::dense_pools;
 use crate::embedding;
 use crate::face::Face;
 use crate::face::Point;
@@ -31,15 +32,28 @@ impl ModelError {
     }
 }
 
-/// Parses `onnx`, fixes its input to `shape`, optimises it and makes it runnable.
+/// Parses `onnx`, rewrites its strided max pools into tract's faster form ([`dense_pools`]), fixes
+/// its input to `shape`, optimises it and makes it runnable.
 fn plan(
     onnx: &[u8],
     model: &'static str,
     shape: &[usize],
 ) -> Result<Arc<TypedRunnableModel>, ModelError> {
+    let mut proto = tract_onnx::onnx()
+        .proto_model_for_read(&mut Cursor::new(onnx))
+        .map_err(|e| ModelError::new(model, e))?;
+    dense_pools::rewrite(&mut proto);
+    plan_proto(&proto, model, shape)
+}
+
+fn plan_proto(
+    proto: &tract_onnx::pb::ModelProto,
+    model: &'static str,
+    shape: &[usize],
+) -> Result<Arc<TypedRunnableModel>, ModelError> {
     let error = |e: TractError| ModelError::new(model, e);
     tract_onnx::onnx()
-        .model_for_read(&mut Cursor::new(onnx))
+        .model_for_proto_model(proto)
         .map_err(error)?
         .with_input_fact(0, f32::fact(shape).into())
         .map_err(error)?
@@ -307,6 +321,25 @@ mod tests {
             );
             assert!(left_eye.y.max(right_eye.y) < nose.y, "{name}");
             assert!(nose.y < mouth_left.y.min(mouth_right.y), "{name}");
+        }
+    }
+
+    #[test]
+    fn blazeface_with_dense_pools_gives_the_files_numbers() {
+        let onnx = crate::bundled::BLAZEFACE_SHORT_RANGE.onnx;
+        let original = tract_onnx::onnx()
+            .proto_model_for_read(&mut Cursor::new(onnx))
+            .unwrap();
+        let mut rewritten = original.clone();
+        assert_eq!(dense_pools::rewrite(&mut rewritten), 3);
+        let shape = [1, 3, blazeface::INPUT, blazeface::INPUT];
+        let as_shipped = plan_proto(&original, "blazeface", &shape).unwrap();
+        let detector = BlazeFaceDetector::load(onnx).unwrap();
+        for name in ["img1.jpg", "img20.jpg"] {
+            let (input, _) = blazeface::input_tensor(&fixture(name));
+            let expected = run_raw(&as_shipped, "blazeface", &shape, &input).unwrap();
+            let got = run_raw(&detector.plan, "blazeface", &shape, &input).unwrap();
+            assert_eq!(got, expected, "{name}");
         }
     }
 
