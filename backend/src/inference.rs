@@ -61,7 +61,7 @@ impl Models {
     }
 
     /// The embeddings of aligned crops, in order: one run of the model on burn (the file's batch
-    /// is dynamic), runs of two on tract (its plan is optimised for a batch of two).
+    /// is dynamic), a run per crop on tract (see [`idyntra_models::MobileFaceNetEmbedder`]).
     pub fn embed(&self, crops: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
         match &self.engine {
             Engine::Tract => self.chain.embed(crops),

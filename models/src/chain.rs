@@ -100,17 +100,7 @@ impl FaceChain {
 
     /// One embedding per aligned crop, in order.
     pub fn embed(&self, crops: &[&RgbImage]) -> Result<Vec<Vec<f32>>, ModelError> {
-        let mut embeddings = Vec::with_capacity(crops.len());
-        for chunk in crops.chunks(embedding::BATCH) {
-            // The model's batch is fixed at two: an odd crop out is paired with itself.
-            let second = chunk.get(1).unwrap_or(&chunk[0]);
-            let [a, b] = self.embedder.embed_pair(chunk[0], second)?;
-            embeddings.push(a);
-            if chunk.len() == 2 {
-                embeddings.push(b);
-            }
-        }
-        Ok(embeddings)
+        self.embedder.embed(crops)
     }
 }
 

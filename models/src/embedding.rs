@@ -5,9 +5,6 @@ use image::RgbImage;
 
 /// Side of an aligned crop.
 pub const CROP_SIZE: u32 = 112;
-/// The batch tract runs the model at: a selfie and a document portrait. The model file takes any
-/// batch (burn runs whole dynamic batches); tract's plan is optimised for this one.
-pub const BATCH: usize = 2;
 /// Length of an embedding.
 pub const DIMENSION: usize = 192;
 
@@ -42,14 +39,6 @@ pub fn split(values: &[f32], count: usize) -> Option<Vec<Vec<f32>>> {
             .chunks_exact(DIMENSION)
             .map(<[f32]>::to_vec)
             .collect()
-    })
-}
-
-/// The two embeddings of a `[2 × 192]` output, in order; `None` for any other length.
-pub fn split_pair(values: &[f32]) -> Option<[Vec<f32>; BATCH]> {
-    (values.len() == BATCH * DIMENSION).then(|| {
-        let (a, b) = values.split_at(DIMENSION);
-        [a.to_vec(), b.to_vec()]
     })
 }
 
