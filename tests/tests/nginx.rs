@@ -140,7 +140,7 @@ fn nginx(dir: &Path, upstream: &str, http_port: u16, https_port: u16) -> Nginx {
     std::fs::write(
         dir.join("nginx.conf"),
         format!(
-            "worker_processes 1;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\ndaemon off;\n\
+            "master_process off;\nerror_log {d}/error.log warn;\npid {d}/nginx.pid;\ndaemon off;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  \
              fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n  \
@@ -148,6 +148,8 @@ fn nginx(dir: &Path, upstream: &str, http_port: u16, https_port: u16) -> Nginx {
         ),
     )
     .unwrap();
+    // One process, no master: killing it when the test ends leaves no orphaned worker behind
+    // holding the ports.
     let child = Command::new(NGINX)
         .arg("-p")
         .arg(dir)
