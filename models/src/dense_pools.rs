@@ -22,40 +22,31 @@ pub fn rewrite(model: &mut pb::ModelProto) -> usize {
         .iter()
         .find(|import| import.domain.is_empty() || import.domain == "ai.onnx")
         .map_or(0, |import| import.version);
-    let Some(graph) = model.graph.as_mut() else {
+    let Some(graph) = model.graph.as_mut().filter(|_| opset >= 10) else {
         return 0;
     };
-    if opset < 10 {
-        return 0;
-    }
     let mut rewritten = 0;
     let mut nodes = Vec::with_capacity(graph.node.len());
-    for node in std::mem::take(&mut graph.node) {
+    for mut node in std::mem::take(&mut graph.node) {
         if !strided_2x2_same_upper(&node) {
             nodes.push(node);
             continue;
         }
-        let output = node.output[0].clone();
+        let output = std::mem::take(&mut node.output[0]);
         let dense = format!("{PREFIX}_{rewritten}_{output}");
-        let mut pool = node;
-        for attribute in &mut pool.attribute {
+        for attribute in &mut node.attribute {
             if attribute.name == "strides" {
                 attribute.ints = vec![1, 1];
             }
         }
-        pool.output = vec![dense.clone()];
-        let name = format!("{dense}_every_other");
-        nodes.push(pool);
+        node.output[0] = dense.clone();
+        let mut input = vec![dense.clone()];
+        input.extend(["_starts", "_ends", "_axes", "_steps"].map(|name| format!("{PREFIX}{name}")));
+        nodes.push(node);
         nodes.push(pb::NodeProto {
-            name,
+            name: format!("{dense}_every_other"),
             op_type: "Slice".to_owned(),
-            input: ["", "_starts", "_ends", "_axes", "_steps"]
-                .iter()
-                .map(|suffix| match *suffix {
-                    "" => dense.clone(),
-                    suffix => format!("{PREFIX}{suffix}"),
-                })
-                .collect(),
+            input,
             output: vec![output],
             ..Default::default()
         });
