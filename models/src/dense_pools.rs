@@ -3,11 +3,11 @@
 //!
 //! tract 0.23 pools 2×2 windows at stride 2 with a scalar loop and a bounds check per tap, but at
 //! stride 1 with SIMD on x86-64 and aarch64 (the runner rewrites only there); its strided `Slice`
-//! is a plain copy. With `SAME_UPPER` padding the stride-2
-//! pool's windows are exactly the stride-1 pool's windows at even rows and columns — the same taps,
-//! and the same padding after the last row or column when a side is odd — so the values are
-//! identical (the tests compare them bit for bit). On BlazeFace, whose three pools are of this
-//! kind, a run takes about 14 % less time (see docs/PERFORMANCE.md).
+//! is a plain copy. With `SAME_UPPER` padding the stride-2 pool's windows are exactly the stride-1
+//! pool's windows at even rows and columns — the same taps, and the same padding after the last
+//! row or column when a side is odd — so the values are identical (the tests compare them bit for
+//! bit). On BlazeFace, whose three pools are of this kind, a run takes about 14 % less time (see
+//! docs/PERFORMANCE.md).
 
 use tract_onnx::pb;
 
