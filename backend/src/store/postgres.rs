@@ -138,3 +138,36 @@ impl_pipeline_store!(
      and (locked_until is null or locked_until <= $1) order by run_at limit 1 for update skip locked) \
      returning job_id, kind, payload, dedupe_key, run_at, attempts, locked_until, last_error, created_at, done_at"
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The transaction that last wrote the chain's head row.
+    async fn head_version(store: &PostgresStore) -> String {
+        sqlx::query_scalar("select xmin::text from audit_head")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_seal_with_nothing_to_chain_writes_nothing() {
+        let url = idyntra_tests::fresh_postgres_database().await;
+        let store = PostgresStore::connect(&url, &DatabaseConfig::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store.seal_audit(i64::MAX).await.unwrap();
+        let idle = head_version(&store).await;
+        assert_eq!(store.seal_audit(i64::MAX).await.unwrap(), 0);
+        assert_eq!(head_version(&store).await, idle);
+
+        store
+            .append_audit(&super::super::story::event("extra", "x"))
+            .await
+            .unwrap();
+        assert_eq!(store.seal_audit(i64::MAX).await.unwrap(), 1);
+        assert_ne!(head_version(&store).await, idle);
+    }
+}
