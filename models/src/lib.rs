@@ -6,6 +6,7 @@
 //! and a tract runner live in this crate, for native targets and `wasm32-unknown-unknown`.
 #![forbid(unsafe_code)]
 
+mod channel_prelu;
 pub mod decode;
 mod dense_pools;
 

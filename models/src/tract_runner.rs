@@ -9,6 +9,7 @@ use tract_onnx::prelude::*;
 
 use crate::blazeface;
 use crate::centerface::{self, OutputMaps};
+use crate::channel_prelu;
 use crate::dense_pools;
 use crate::embedding;
 use crate::face::Face;
@@ -32,8 +33,9 @@ impl ModelError {
     }
 }
 
-/// Parses `onnx`, rewrites its strided max pools into tract's faster form where there is one
-/// ([`dense_pools`]), fixes its input to `shape`, optimises it and makes it runnable.
+/// Parses `onnx`, rewrites its strided max pools ([`dense_pools`]) and its element-wise PReLUs
+/// ([`channel_prelu`]) into tract's faster forms, fixes its input to `shape`, optimises it and
+/// makes it runnable.
 fn plan(
     onnx: &[u8],
     model: &'static str,
@@ -47,6 +49,7 @@ fn plan(
     if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
         dense_pools::rewrite(&mut proto);
     }
+    channel_prelu::rewrite(&mut proto);
     plan_proto(&proto, model, shape)
 }
 
@@ -56,7 +59,7 @@ fn plan_proto(
     shape: &[usize],
 ) -> Result<Arc<TypedRunnableModel>, ModelError> {
     let error = |e: TractError| ModelError::new(model, e);
-    tract_onnx::onnx()
+    channel_prelu::onnx()
         .model_for_proto_model(proto)
         .map_err(error)?
         .with_input_fact(0, f32::fact(shape).into())
@@ -360,6 +363,26 @@ mod tests {
             let (input, _) = blazeface::input_tensor(&fixture(name));
             let expected = run_raw(&as_shipped, "blazeface", &shape, &input).unwrap();
             let got = run_raw(&with_dense_pools, "blazeface", &shape, &input).unwrap();
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn mobilefacenet_with_one_prelu_operator_gives_the_files_numbers() {
+        let original = tract_onnx::onnx()
+            .proto_model_for_read(&mut Cursor::new(crate::bundled::MOBILEFACENET.onnx))
+            .unwrap();
+        let mut rewritten = original.clone();
+        assert_eq!(channel_prelu::rewrite(&mut rewritten), 33);
+        let shape = [1, 3, 112, 112];
+        let as_shipped = plan_proto(&original, "mobilefacenet", &shape).unwrap();
+        let with_prelus = plan_proto(&rewritten, "mobilefacenet", &shape).unwrap();
+        let detector = detector();
+        for name in ["img1.jpg", "img38.jpg"] {
+            let crop = aligned(&detector, name);
+            let input = embedding::input_tensor(&[&crop]);
+            let expected = run_raw(&as_shipped, "mobilefacenet", &shape, &input).unwrap();
+            let got = run_raw(&with_prelus, "mobilefacenet", &shape, &input).unwrap();
             assert_eq!(got, expected, "{name}");
         }
     }
