@@ -1,14 +1,16 @@
 //! Per-stage latency of the face chain on tract, natively:
 //! `cargo run --release -p idyntra-models --example stage_timings [PHOTO] [RUNS]`
-//! (default: the fixture `shared/fixtures/faces/img1.jpg`, 20 runs). Prints the median of each stage.
+//! (default: the fixture `shared/fixtures/faces/img1.jpg`, 20 runs). Prints the median of each stage,
+//! then of each network alone on an input made ready beforehand (beside `models/tools/ort_timings.py`).
 
 use std::time::{Duration, Instant};
 
 use idyntra_models::align::{ARCFACE_112, align};
 use idyntra_models::manipulation::BlendModel;
+use idyntra_models::tract_runner::{BlazeFaceDetector, ModelError};
 use idyntra_models::{
     AntiSpoofingModel, CenterFaceDetector, DecodeLimits, FrameQuality, MobileFaceNetEmbedder,
-    bundled, decode,
+    blazeface, bundled, centerface, decode, embedding, pad,
 };
 
 fn median(mut samples: Vec<Duration>) -> f64 {
@@ -115,5 +117,69 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "| quality of a 640×480 frame (BlazeFace + metrics) | {:.2} |",
         median(assessing)
     );
+    networks_alone(
+        &photo_path,
+        &bytes,
+        runs,
+        &detector,
+        &embedder,
+        &anti_spoofing,
+    )
+}
+
+/// Each network alone on an input made ready beforehand: the rows to set beside onnxruntime's
+/// (`models/tools/ort_timings.py`), which also times the network alone.
+fn networks_alone(
+    photo_path: &str,
+    bytes: &[u8],
+    runs: usize,
+    detector: &CenterFaceDetector,
+    embedder: &MobileFaceNetEmbedder,
+    anti_spoofing: &AntiSpoofingModel,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let photo = decode(bytes, &DecodeLimits::default())?.image;
+    let faces = detector.detect(&photo, 0.5)?;
+    let face = faces.first().ok_or("no face found")?;
+    let crop = align(&photo, &face.landmarks, &ARCFACE_112, 112).ok_or("bad landmarks")?;
+    let blazeface = BlazeFaceDetector::load(bundled::BLAZEFACE_SHORT_RANGE.onnx)?;
+    let (canvas, _) = centerface::input_tensor(&photo, 320);
+    let crops = embedding::input_tensor(&[&crop, &crop]);
+    let (frame, _) = blazeface::input_tensor(&photo);
+    let face_input = pad::input_tensor(&photo, face).ok_or("the face is outside the photo")?;
+    let time = |run: &dyn Fn() -> Result<(), ModelError>| {
+        run()?; // warm-up, as onnxruntime's timings have
+        let mut samples = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            run()?;
+            samples.push(t.elapsed());
+        }
+        Ok::<_, Box<dyn std::error::Error>>(median(samples))
+    };
+    let rows = [
+        (
+            "CenterFace 320×320",
+            time(&|| detector.raw_outputs(&canvas).map(drop))?,
+        ),
+        (
+            "MobileFaceNet, two crops (a run each)",
+            time(&|| embedder.raw_outputs(&crops).map(drop))?,
+        ),
+        (
+            "BlazeFace 128×128",
+            time(&|| blazeface.raw_outputs(&frame).map(drop))?,
+        ),
+        (
+            "passive PAD 256×256",
+            time(&|| anti_spoofing.raw_outputs(&face_input).map(drop))?,
+        ),
+    ];
+    println!();
+    println!("networks alone, input ready ({photo_path}), runs: {runs}");
+    println!("| network on tract | median ms |");
+    println!("|---|---|");
+    for (network, ms) in rows {
+        println!("| {network} | {ms:.2} |");
+    }
     Ok(())
 }
