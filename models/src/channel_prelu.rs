@@ -15,8 +15,10 @@
 
 use std::sync::Arc;
 
+use tract_onnx::data_resolver::MmapDataResolver;
 use tract_onnx::model::ParsingContext;
 use tract_onnx::pb;
+use tract_onnx::tensor::load_tensor;
 use tract_onnx::tract_hir::internal::*;
 
 /// The operator the rewrite writes into the graph; only the runner's parser knows it.
@@ -121,8 +123,8 @@ impl Spelled {
             return None;
         }
         let (reshape, reshape_node) = reshape;
-        let half_slopes = floats(initializer(graph, &reshape_node.input[0])?)?;
-        let shape = int64s(initializer(graph, &reshape_node.input[1])?)?;
+        let half_slopes = initializer::<f32>(graph, &reshape_node.input[0])?;
+        let shape = initializer::<i64>(graph, &reshape_node.input[1])?;
         // Per channel of an NCHW value, and nothing else.
         if shape != [1, half_slopes.len() as i64, 1, 1] {
             return None;
@@ -177,40 +179,18 @@ fn readers(graph: &pb::GraphProto, name: &str) -> usize {
     by_nodes + graph.output.iter().filter(|o| o.name == name).count()
 }
 
-fn initializer<'g>(graph: &'g pb::GraphProto, name: &str) -> Option<&'g pb::TensorProto> {
-    graph.initializer.iter().find(|t| t.name == name)
-}
-
-fn floats(tensor: &pb::TensorProto) -> Option<Vec<f32>> {
-    if tensor.data_type != pb::tensor_proto::DataType::Float as i32 {
-        return None;
-    }
-    if !tensor.float_data.is_empty() {
-        return Some(tensor.float_data.clone());
-    }
-    let bytes = &tensor.raw_data;
-    bytes.len().is_multiple_of(4).then(|| {
-        bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    })
-}
-
-fn int64s(tensor: &pb::TensorProto) -> Option<Vec<i64>> {
-    if tensor.data_type != pb::tensor_proto::DataType::Int64 as i32 {
-        return None;
-    }
-    if !tensor.int64_data.is_empty() {
-        return Some(tensor.int64_data.clone());
-    }
-    let bytes = &tensor.raw_data;
-    bytes.len().is_multiple_of(8).then(|| {
-        bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect()
-    })
+/// The values of the initializer `name`, decoded by tract's own ONNX loader, when they are of
+/// type `T`.
+fn initializer<T: Datum>(graph: &pb::GraphProto, name: &str) -> Option<Vec<T>> {
+    let proto = graph.initializer.iter().find(|t| t.name == name)?;
+    let tensor = load_tensor(&MmapDataResolver, proto, None).ok()?;
+    let values = tensor
+        .try_as_plain_ram()
+        .ok()?
+        .as_slice::<T>()
+        .ok()?
+        .to_vec();
+    Some(values)
 }
 
 /// Builds the operator from a rewritten node.
@@ -350,55 +330,32 @@ mod tests {
 
     /// `y = Relu(x) + Reshape(c, shape) * (x - Abs(x))` as tflite2onnx writes it, at opset 11.
     fn spelled(half_slopes: &[f32], shape: &[i64]) -> pb::ModelProto {
-        let float = |name: &str| pb::ValueInfoProto {
-            name: name.to_owned(),
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: None,
-                })),
+        let nodes = vec![
+            node("Relu", &["x"], "relu"),
+            node("Abs", &["x"], "abs"),
+            node("Sub", &["x", "abs"], "sub"),
+            node("Reshape", &["c", "shape"], "slope"),
+            node("Mul", &["slope", "sub"], "mul"),
+            node("Add", &["relu", "mul"], "y"),
+        ];
+        let initializer = vec![
+            pb::TensorProto {
+                name: "c".to_owned(),
+                dims: vec![half_slopes.len() as i64],
+                data_type: pb::tensor_proto::DataType::Float as i32,
+                // As the converter stores it: raw little-endian bytes.
+                raw_data: half_slopes.iter().flat_map(|v| v.to_le_bytes()).collect(),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
-        pb::ModelProto {
-            ir_version: 6,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 11,
-            }],
-            graph: Some(pb::GraphProto {
-                node: vec![
-                    node("Relu", &["x"], "relu"),
-                    node("Abs", &["x"], "abs"),
-                    node("Sub", &["x", "abs"], "sub"),
-                    node("Reshape", &["c", "shape"], "slope"),
-                    node("Mul", &["slope", "sub"], "mul"),
-                    node("Add", &["relu", "mul"], "y"),
-                ],
-                initializer: vec![
-                    pb::TensorProto {
-                        name: "c".to_owned(),
-                        dims: vec![half_slopes.len() as i64],
-                        data_type: pb::tensor_proto::DataType::Float as i32,
-                        // As the converter stores it: raw little-endian bytes.
-                        raw_data: half_slopes.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                        ..Default::default()
-                    },
-                    pb::TensorProto {
-                        name: "shape".to_owned(),
-                        dims: vec![shape.len() as i64],
-                        data_type: pb::tensor_proto::DataType::Int64 as i32,
-                        int64_data: shape.to_vec(),
-                        ..Default::default()
-                    },
-                ],
-                input: vec![float("x")],
-                output: vec![float("y")],
+            },
+            pb::TensorProto {
+                name: "shape".to_owned(),
+                dims: vec![shape.len() as i64],
+                data_type: pb::tensor_proto::DataType::Int64 as i32,
+                int64_data: shape.to_vec(),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }
+            },
+        ];
+        crate::test_graphs::x_to_y(nodes, initializer)
     }
 
     fn run(model: &pb::ModelProto, shape: &[usize], input: &[f32]) -> Vec<f32> {
@@ -481,10 +438,7 @@ mod tests {
         // An intermediate value read by someone else too.
         let mut read_elsewhere = spelled(&[0.25, 0.5, 0.75], &[1, 3, 1, 1]);
         let graph = read_elsewhere.graph.as_mut().unwrap();
-        graph.output.push(pb::ValueInfoProto {
-            name: "relu".to_owned(),
-            ..graph.output[0].clone()
-        });
+        graph.output.push(crate::test_graphs::float_value("relu"));
         assert_eq!(rewrite(&mut read_elsewhere), 0);
         // `|x| - x` is another function.
         let mut reversed = spelled(&[0.25, 0.5, 0.75], &[1, 3, 1, 1]);

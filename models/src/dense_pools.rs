@@ -132,36 +132,7 @@ mod tests {
 
     /// A graph of one pool from `x` to `y`, both float, at opset 11.
     fn one_pool(node: pb::NodeProto) -> pb::ModelProto {
-        let float = || pb::ValueInfoProto {
-            r#type: Some(pb::TypeProto {
-                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                    elem_type: pb::tensor_proto::DataType::Float as i32,
-                    shape: None,
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        pb::ModelProto {
-            ir_version: 6,
-            opset_import: vec![pb::OperatorSetIdProto {
-                domain: String::new(),
-                version: 11,
-            }],
-            graph: Some(pb::GraphProto {
-                node: vec![node],
-                input: vec![pb::ValueInfoProto {
-                    name: "x".to_owned(),
-                    ..float()
-                }],
-                output: vec![pb::ValueInfoProto {
-                    name: "y".to_owned(),
-                    ..float()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        crate::test_graphs::x_to_y(vec![node], vec![])
     }
 
     fn run(model: &pb::ModelProto, shape: &[usize], input: &[f32]) -> Tensor {

@@ -25,6 +25,8 @@ pub mod liveness_samples;
 pub mod manipulation;
 pub mod pad;
 pub mod quality;
+#[cfg(test)]
+mod test_graphs;
 pub mod tract_runner;
 
 pub use chain::{FaceChain, FrameQuality, LocatedFaces, MatchPolicy};
