@@ -359,17 +359,7 @@ mod tests {
     }
 
     fn run(model: &pb::ModelProto, shape: &[usize], input: &[f32]) -> Vec<f32> {
-        let plan = onnx()
-            .model_for_proto_model(model)
-            .unwrap()
-            .with_input_fact(0, f32::fact(shape).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let input = Tensor::from_shape(shape, input).unwrap();
-        let output = plan.run(tvec!(input.into())).unwrap().remove(0);
+        let output = crate::test_graphs::run(model, shape, input);
         output
             .to_plain_array_view::<f32>()
             .unwrap()

@@ -100,6 +100,7 @@ mod tests {
     use tract_onnx::prelude::*;
 
     use super::*;
+    use crate::test_graphs::run;
 
     fn attribute_ints(name: &str, ints: &[i64]) -> pb::AttributeProto {
         pb::AttributeProto {
@@ -133,23 +134,6 @@ mod tests {
     /// A graph of one pool from `x` to `y`, both float, at opset 11.
     fn one_pool(node: pb::NodeProto) -> pb::ModelProto {
         crate::test_graphs::x_to_y(vec![node], vec![])
-    }
-
-    fn run(model: &pb::ModelProto, shape: &[usize], input: &[f32]) -> Tensor {
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(model)
-            .unwrap()
-            .with_input_fact(0, f32::fact(shape).into())
-            .unwrap()
-            .into_optimized()
-            .unwrap()
-            .into_runnable()
-            .unwrap();
-        let input = Tensor::from_shape(shape, input).unwrap();
-        plan.run(tvec!(input.into()))
-            .unwrap()
-            .remove(0)
-            .into_tensor()
     }
 
     fn bits(values: &Tensor) -> Vec<u32> {

@@ -1,6 +1,7 @@
 //! Small ONNX graphs for the graph rewrites' tests.
 
 use tract_onnx::pb;
+use tract_onnx::prelude::*;
 
 /// A float tensor of any shape named `name`, as a graph input or output.
 pub fn float_value(name: &str) -> pb::ValueInfoProto {
@@ -34,4 +35,22 @@ pub fn x_to_y(nodes: Vec<pb::NodeProto>, initializer: Vec<pb::TensorProto>) -> p
         }),
         ..Default::default()
     }
+}
+
+/// Plans `model` for an input of `shape`, as the runner parses graphs, and runs it on `input`.
+pub fn run(model: &pb::ModelProto, shape: &[usize], input: &[f32]) -> Tensor {
+    let plan = crate::channel_prelu::onnx()
+        .model_for_proto_model(model)
+        .unwrap()
+        .with_input_fact(0, f32::fact(shape).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input = Tensor::from_shape(shape, input).unwrap();
+    plan.run(tvec!(input.into()))
+        .unwrap()
+        .remove(0)
+        .into_tensor()
 }
